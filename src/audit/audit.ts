@@ -1,0 +1,153 @@
+import { createHash } from 'node:crypto';
+import type { Kysely, Transaction } from 'kysely';
+import type { Dialect } from '../store/db.ts';
+import { GENESIS_HASH } from '../store/migrations.ts';
+import type { AuditTable, Database } from '../store/schema.ts';
+
+/**
+ * Append-only, hash-chained audit log. Each row's hash covers its own fields and the previous
+ * row's hash, and a one-row head records the last (seq, hash): editing any row breaks its hash,
+ * deleting a row breaks the chain or the head, and `verifyAudit` names where.
+ *
+ * Rows are appended inside the caller's transaction, so an audited change and its audit row
+ * commit or roll back together. The head row is the serialisation point (FOR UPDATE on
+ * PostgreSQL; SQLite has one writer anyway).
+ */
+
+export interface AuditEntry {
+  /** Who: `source:<id>`, `admin:<token name>`, `system:<component>`. */
+  actor: string;
+  /** What, dotted: `scim.user.create`, `plan`, `operation.attempt`, `admin.job.retry`, ... */
+  action: string;
+  /** The thing acted upon: `person:<id>`, `group:<id>`, `job:<id>`. */
+  subject: string;
+  personId?: string | null;
+  detail?: unknown;
+  correlationId: string;
+}
+
+export interface AuditRow {
+  seq: number;
+  at: string;
+  actor: string;
+  action: string;
+  subject: string;
+  personId: string | null;
+  detail: unknown;
+  correlationId: string;
+  prevHash: string;
+  hash: string;
+}
+
+export function rowHash(r: Omit<AuditTable, 'hash'>): string {
+  // A JSON array is an unambiguous encoding of the ordered fields (no delimiter games).
+  const canonical = JSON.stringify([r.seq, r.at, r.actor, r.action, r.subject, r.person_id, r.detail, r.correlation_id, r.prev_hash]);
+  return createHash('sha256').update(canonical).digest('hex');
+}
+
+export async function appendAudit(
+  trx: Transaction<Database>,
+  dialect: Dialect,
+  entries: AuditEntry[],
+  now: number = Date.now(),
+): Promise<void> {
+  if (entries.length === 0) return;
+  let headQuery = trx.selectFrom('audit_head').select(['seq', 'hash']).where('id', '=', 1);
+  if (dialect === 'postgres') headQuery = headQuery.forUpdate();
+  const head = await headQuery.executeTakeFirstOrThrow();
+  let seq = Number(head.seq);
+  let prev = head.hash;
+  const rows: AuditTable[] = [];
+  for (const e of entries) {
+    seq += 1;
+    const base = {
+      seq,
+      at: now,
+      actor: e.actor,
+      action: e.action,
+      subject: e.subject,
+      person_id: e.personId ?? null,
+      detail: JSON.stringify(e.detail ?? {}),
+      correlation_id: e.correlationId,
+      prev_hash: prev,
+    };
+    const hash = rowHash(base);
+    rows.push({ ...base, hash });
+    prev = hash;
+  }
+  // Chunked so a large batch stays under SQLite's bound-parameter limit.
+  for (let i = 0; i < rows.length; i += 200) await trx.insertInto('audit').values(rows.slice(i, i + 200)).execute();
+  await trx.updateTable('audit_head').set({ seq, hash: prev }).where('id', '=', 1).execute();
+}
+
+export interface AuditProblem {
+  seq: number;
+  problem: string;
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  rows: number;
+  problems: AuditProblem[];
+}
+
+/** Walks the whole chain in order. Reports every broken link, not just the first. */
+export async function verifyAudit(db: Kysely<Database>, batch = 5000): Promise<VerifyResult> {
+  const problems: AuditProblem[] = [];
+  let prevSeq = 0;
+  let prevHash = GENESIS_HASH;
+  let rows = 0;
+  for (;;) {
+    const page = await db.selectFrom('audit').selectAll().where('seq', '>', prevSeq).orderBy('seq').limit(batch).execute();
+    for (const r of page) {
+      const seq = Number(r.seq);
+      rows += 1;
+      if (seq !== prevSeq + 1) problems.push({ seq, problem: `rows ${prevSeq + 1}..${seq - 1} are missing (deleted)` });
+      if (r.prev_hash !== prevHash) problems.push({ seq, problem: 'prev_hash does not match the previous row (chain broken)' });
+      const { hash, ...rest } = r;
+      if (rowHash({ ...rest, seq, at: Number(r.at) }) !== hash) problems.push({ seq, problem: 'hash does not match the row (row edited)' });
+      prevSeq = seq;
+      prevHash = hash;
+    }
+    if (page.length < batch) break;
+  }
+  const head = await db.selectFrom('audit_head').select(['seq', 'hash']).where('id', '=', 1).executeTakeFirst();
+  if (!head) problems.push({ seq: 0, problem: 'audit head is missing' });
+  else if (Number(head.seq) !== prevSeq || head.hash !== prevHash)
+    problems.push({ seq: Number(head.seq), problem: `head records seq ${head.seq} but the chain ends at ${prevSeq} (trailing rows deleted or head edited)` });
+  return { ok: problems.length === 0, rows, problems };
+}
+
+export interface AuditQuery {
+  personId?: string;
+  action?: string;
+  /** Epoch ms, inclusive. */
+  from?: number;
+  /** Epoch ms, exclusive. */
+  to?: number;
+  /** Return rows with seq greater than this (cursor paging). */
+  after?: number;
+  limit: number;
+}
+
+export async function queryAudit(db: Kysely<Database>, q: AuditQuery): Promise<AuditRow[]> {
+  let query = db.selectFrom('audit').selectAll();
+  if (q.personId) query = query.where('person_id', '=', q.personId);
+  if (q.action) query = q.action.endsWith('*') ? query.where('action', 'like', `${q.action.slice(0, -1)}%`) : query.where('action', '=', q.action);
+  if (q.from !== undefined) query = query.where('at', '>=', q.from);
+  if (q.to !== undefined) query = query.where('at', '<', q.to);
+  if (q.after !== undefined) query = query.where('seq', '>', q.after);
+  const rows = await query.orderBy('seq').limit(q.limit).execute();
+  return rows.map((r) => ({
+    seq: Number(r.seq),
+    at: new Date(Number(r.at)).toISOString(),
+    actor: r.actor,
+    action: r.action,
+    subject: r.subject,
+    personId: r.person_id,
+    detail: JSON.parse(r.detail),
+    correlationId: r.correlation_id,
+    prevHash: r.prev_hash,
+    hash: r.hash,
+  }));
+}

@@ -1,0 +1,236 @@
+import { z } from 'zod';
+
+/**
+ * The one configuration file, validated at start. Every section has defaults that make
+ * `npm start` work on a fresh clone; pointing lockstep at real systems only changes values here.
+ * docs/configuration.md documents each key; keep the two in step.
+ */
+
+const sha256Hex = z
+  .string()
+  .regex(/^[0-9a-f]{64}$/, 'must be a lowercase hex SHA-256 digest (64 characters); see `lockstep hash-token`');
+
+const id = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'must be 1-63 characters of a-z, 0-9, "-" or "_", starting with a letter or digit');
+
+const duration = z.number().int().nonnegative();
+
+export const serverSchema = z
+  .object({
+    host: z.string().default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).default(8080),
+    /** Absolute base URL clients reach lockstep at; used for SCIM meta.location and Location headers. */
+    publicBaseUrl: z.url().optional(),
+    /** Largest accepted request body. Bigger bodies answer 413 in the protocol's error format. */
+    bodyLimitBytes: z.number().int().min(1024).max(50 * 1024 * 1024).default(1024 * 1024),
+    /** Seconds to wait for running jobs on SIGTERM before handing them back to the queue. */
+    shutdownGraceMs: duration.default(10_000),
+  })
+  .strict();
+
+export const storeSchema = z
+  .object({
+    driver: z.enum(['sqlite', 'postgres']).default('sqlite'),
+    sqlite: z.object({ path: z.string().min(1).default('./data/lockstep.db') }).strict().default({ path: './data/lockstep.db' }),
+    postgres: z
+      .object({
+        /** Falls back to the DATABASE_URL environment variable. */
+        url: z.string().optional(),
+        poolSize: z.number().int().min(1).max(200).default(10),
+      })
+      .strict()
+      .default({ poolSize: 10 }),
+  })
+  .strict();
+
+export const redisSchema = z
+  .object({
+    url: z.string().default('redis://127.0.0.1:6379'),
+    /** Key prefix for every BullMQ queue, so that several deployments can share one Redis. */
+    prefix: z.string().regex(/^[A-Za-z0-9_-]+$/).default('lockstep'),
+  })
+  .strict();
+
+export const sourceSchema = z
+  .object({
+    id,
+    /** Which IdP is on the other end; selects its dialect quirks. */
+    idp: z.enum(['entra', 'okta', 'sailpoint', 'oneidentity', 'generic']),
+    displayName: z.string().optional(),
+    scim: z
+      .object({
+        /** SHA-256 (hex) of the bearer token this source presents on /scim/v2. Never the token itself. */
+        tokenSha256: sha256Hex,
+        /** Requests per second a single token may make; excess answers 429 with Retry-After. */
+        rateLimitPerSecond: z.number().int().min(1).default(200),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+export const retrySchema = z
+  .object({
+    /** Total attempts of one apply job before it is dead-lettered. */
+    attempts: z.number().int().min(1).max(100).default(8),
+    /** Exponential backoff: min(maxMs, baseMs * 2^(attempt-1)), with full jitter; Retry-After wins when longer. */
+    baseMs: duration.default(200),
+    maxMs: duration.default(60_000),
+  })
+  .strict();
+
+const applySchema = z
+  .object({
+    /** Parallel apply jobs (persons) against this lock system. */
+    concurrency: z.number().int().min(1).max(256).default(16),
+    /** At most `max` apply jobs start per `durationMs` (BullMQ limiter, per lock system). */
+    rateLimit: z
+      .object({ max: z.number().int().min(1), durationMs: z.number().int().min(1) })
+      .strict()
+      .optional(),
+    retry: retrySchema.default({ attempts: 8, baseMs: 200, maxMs: 60_000 }),
+    /** Timeout of one HTTP call to the lock system. */
+    requestTimeoutMs: z.number().int().min(100).default(15_000),
+  })
+  .strict();
+
+const iloqSchema = z
+  .object({
+    /** Service address, e.g. https://s5.iloq.com/iloqws; resolved through Url/GetUrl first. */
+    serverUrl: z.url(),
+    customerCode: z.string().min(1),
+    userName: z.string().min(1),
+    password: z.string().min(1),
+    /** x-api-key when going through the iLOQ API Gateway. */
+    apiKey: z.string().optional(),
+    /** LockGroup_ID to select; when absent the only locking system the user sees is used. */
+    lockGroupId: z.string().optional(),
+    /** Zone (type 4, default zone for keys and persons) used when lockstep creates a person. */
+    personZoneId: z.string().optional(),
+  })
+  .strict();
+
+export const lockSystemSchema = z
+  .object({
+    id,
+    kind: z.literal('iloq'),
+    displayName: z.string().optional(),
+    iloq: iloqSchema,
+    apply: applySchema.default({ concurrency: 16, retry: { attempts: 8, baseMs: 200, maxMs: 60_000 }, requestTimeoutMs: 15_000 }),
+  })
+  .strict();
+
+const attributeMatch = z.union([z.string(), z.array(z.string()).min(1)]);
+
+export const ruleSchema = z
+  .object({
+    name: z.string().min(1),
+    description: z.string().optional(),
+    /**
+     * All listed conditions must hold. `groups`: member of any (display name or id, case-insensitive).
+     * `roles`: holds any of these SCIM roles. `attributes`: each key equals one of the values.
+     */
+    when: z
+      .object({
+        groups: z.array(z.string().min(1)).min(1).optional(),
+        roles: z.array(z.string().min(1)).min(1).optional(),
+        attributes: z.record(z.string(), attributeMatch).optional(),
+        sources: z.array(z.string()).min(1).optional(),
+      })
+      .strict()
+      .refine((w) => w.groups || w.roles || w.attributes || w.sources, {
+        message: 'a rule needs at least one condition (groups, roles, attributes or sources); use attributes: {} deliberately is not allowed',
+      }),
+    grant: z
+      .array(
+        z
+          .object({
+            lockSystem: id,
+            /** Access names as in the lock system's catalogue (iLOQ: SecurityAccess names of type API access). */
+            access: z.array(z.string().min(1)).min(1),
+          })
+          .strict(),
+      )
+      .min(1),
+  })
+  .strict();
+
+export const adminTokenSchema = z
+  .object({
+    name: z.string().min(1),
+    sha256: sha256Hex,
+    role: z.enum(['admin', 'cro', 'auditor']),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    server: serverSchema.default(serverSchema.parse({})),
+    store: storeSchema.default(storeSchema.parse({})),
+    redis: redisSchema.default(redisSchema.parse({})),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .default({ level: 'info' }),
+    sources: z.array(sourceSchema).default([]),
+    lockSystems: z.array(lockSystemSchema).default([]),
+    policy: z.object({ rules: z.array(ruleSchema).default([]) }).strict().default({ rules: [] }),
+    admin: z.object({ tokens: z.array(adminTokenSchema).default([]) }).strict().default({ tokens: [] }),
+    reconcile: z
+      .object({
+        /** Parallel person reconciles. */
+        concurrency: z.number().int().min(1).max(512).default(32),
+        /** How often the sweeper re-enqueues work Redis may have lost. */
+        sweepIntervalMs: z.number().int().min(100).default(5_000),
+        /** A dirty mark or pending operation older than this without progress is re-enqueued. */
+        sweepAfterMs: z.number().int().min(0).default(5_000),
+      })
+      .strict()
+      .default({ concurrency: 32, sweepIntervalMs: 5_000, sweepAfterMs: 5_000 }),
+    /** Lock-system simulators started in-process (for the quick start and demos only). */
+    simulators: z
+      .array(z.object({ kind: z.literal('iloq'), port: z.number().int().min(0).max(65535), seed: z.string().optional() }).strict())
+      .default([]),
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    const dup = <T>(items: T[], key: (t: T) => string, path: string) => {
+      const seen = new Set<string>();
+      items.forEach((item, i) => {
+        const k = key(item);
+        if (seen.has(k)) ctx.addIssue({ code: 'custom', path: [path, i, 'id'], message: `duplicate id "${k}"` });
+        seen.add(k);
+      });
+    };
+    dup(cfg.sources, (s) => s.id, 'sources');
+    dup(cfg.lockSystems, (l) => l.id, 'lockSystems');
+    const tokens = new Set<string>();
+    cfg.sources.forEach((s, i) => {
+      if (!s.scim) return;
+      if (tokens.has(s.scim.tokenSha256))
+        ctx.addIssue({ code: 'custom', path: ['sources', i, 'scim', 'tokenSha256'], message: 'two sources share one token; each source needs its own' });
+      tokens.add(s.scim.tokenSha256);
+    });
+    const systems = new Set(cfg.lockSystems.map((l) => l.id));
+    cfg.policy.rules.forEach((r, i) =>
+      r.grant.forEach((g, j) => {
+        if (!systems.has(g.lockSystem))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['policy', 'rules', i, 'grant', j, 'lockSystem'],
+            message: `unknown lock system "${g.lockSystem}" (configured: ${[...systems].join(', ') || 'none'})`,
+          });
+      }),
+    );
+    if (cfg.store.driver === 'postgres' && !cfg.store.postgres.url && !process.env.DATABASE_URL)
+      ctx.addIssue({ code: 'custom', path: ['store', 'postgres', 'url'], message: 'required when store.driver is postgres (or set DATABASE_URL)' });
+  });
+
+export type Config = z.infer<typeof configSchema>;
+export type SourceConfig = z.infer<typeof sourceSchema>;
+export type LockSystemConfig = z.infer<typeof lockSystemSchema>;
+export type IloqConfig = z.infer<typeof iloqSchema>;
+export type RuleConfig = z.infer<typeof ruleSchema>;
+export type RetryConfig = z.infer<typeof retrySchema>;
+export type AdminRole = z.infer<typeof adminTokenSchema>['role'];

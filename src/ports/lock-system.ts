@@ -1,0 +1,113 @@
+/**
+ * # LockSystem port
+ *
+ * What it is: the one contract the core uses to change and observe a physical key system
+ * (iLOQ, ASSA ABLOY CLIQ). An adapter owns its wire format, its session/auth handling and the
+ * mapping of lock-system errors to the three outcomes the queue understands (retry, rate
+ * limited, permanent). Adapters are constructed from their config section and live for the
+ * process lifetime.
+ *
+ * What it is not: it does not decide *what* access a person should have (that is policy and the
+ * planner), it does not retry (the apply queue does, with backoff and Retry-After), and it does
+ * not persist anything (the store does). It never throws anything but `LockSystemError` for
+ * failures it understands; any other exception is treated as retryable.
+ *
+ * Contract every adapter must meet (checked by test/conformance):
+ * - `apply` is idempotent: re-applying an accepted operation succeeds without a second change
+ *   (a grant that is already there is "already" not "again").
+ * - `apply` of a revoke/leave for a person the lock system does not know succeeds with
+ *   `outcome: 'absent'` — there is nothing to take away.
+ * - only access in the adapter's managed catalogue is ever touched; access granted by hand
+ *   in the lock system's own tool is left alone.
+ */
+
+import type { OperationKind } from '../domain/types.ts';
+
+export interface PersonRef {
+  /** lockstep's person id. */
+  personId: string;
+  /** Correlation id on the lock system side (iLOQ ExternalPersonId). */
+  externalId: string;
+  givenName?: string;
+  familyName?: string;
+  email?: string;
+  /** ISO date-time; when set, keys stop working then even if never updated again. */
+  terminationDate?: string;
+}
+
+export interface ApplyRequest {
+  /** lockstep's operation id: adapters may pass it to the lock system as a correlation id. */
+  operationId: string;
+  kind: OperationKind;
+  /** Access names (as configured in policy). */
+  access: string[];
+  person: PersonRef;
+}
+
+export interface KeyResult {
+  keyId: string;
+  /** What happened on this key. */
+  change: 'changed' | 'unchanged' | 'skipped';
+  /** Why a key was skipped (e.g. not API-changeable), for the manual worklist. */
+  reason?: string;
+  /** Programming was ordered so the change reaches the physical key. */
+  programmingOrdered?: boolean;
+}
+
+export interface ApplyResult {
+  /** `applied`: accepted by the lock system; `absent`: nothing to do (unknown person on revoke). */
+  outcome: 'applied' | 'absent';
+  keys: KeyResult[];
+  /** Lock-system person id, when known. */
+  remotePersonId?: string;
+}
+
+export interface LockKey {
+  keyId: string;
+  /** Managed access names currently on the key. */
+  access: string[];
+  /** End of validity, if any (ISO). */
+  validUntil?: string;
+  /** Programming state as the lock system reports it. */
+  programmed?: boolean;
+}
+
+export interface LockPerson {
+  remotePersonId: string;
+  externalId: string;
+  keys: LockKey[];
+}
+
+export type LockErrorKind = 'retryable' | 'rate_limited' | 'permanent' | 'auth';
+
+/** The only error type adapters throw on purpose; `kind` decides what the queue does. */
+export class LockSystemError extends Error {
+  readonly kind: LockErrorKind;
+  /** From Retry-After, when the lock system said how long to wait. */
+  readonly retryAfterMs: number | undefined;
+  readonly status: number | undefined;
+  constructor(kind: LockErrorKind, message: string, opts: { retryAfterMs?: number; status?: number; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'LockSystemError';
+    this.kind = kind;
+    this.retryAfterMs = opts.retryAfterMs;
+    this.status = opts.status;
+  }
+}
+
+export interface LockSystem {
+  readonly id: string;
+  readonly kind: string;
+  /** Log in / open sessions. Idempotent. */
+  start(): Promise<void>;
+  /** Release sessions (iLOQ KillSession). Called once at shutdown. */
+  close(): Promise<void>;
+  /** Cheap reachability check for /readyz. */
+  ping(): Promise<void>;
+  /** Names of access this adapter can grant (its managed catalogue). */
+  catalogue(): Promise<string[]>;
+  /** The person with keys and managed access as the lock system sees it now, or null. */
+  readPerson(externalId: string): Promise<LockPerson | null>;
+  /** Apply one operation. Throws LockSystemError on failure. */
+  apply(req: ApplyRequest): Promise<ApplyResult>;
+}

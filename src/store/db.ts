@@ -1,0 +1,56 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import { Migrator } from 'kysely/migration';
+import pg from 'pg';
+import type { Config } from '../config/schema.ts';
+import { migrations } from './migrations.ts';
+import type { Database } from './schema.ts';
+import { openSqlite } from './sqlite-driver.ts';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface Store {
+  db: Kysely<Database>;
+  dialect: Dialect;
+  /** Applies pending migrations; returns the names applied. */
+  migrate(): Promise<string[]>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+// BIGINT (int8) columns hold epoch milliseconds and sequence numbers, all far below 2^53.
+pg.types.setTypeParser(20, (v) => Number(v));
+
+export function openStore(cfg: Config['store']): Store {
+  if (cfg.driver === 'postgres') {
+    const url = cfg.postgres.url ?? process.env.DATABASE_URL;
+    if (!url) throw new Error('store.postgres.url or DATABASE_URL is required for the postgres store');
+    const pool = new pg.Pool({ connectionString: url, max: cfg.postgres.poolSize });
+    // An idle client losing its connection must not crash the daemon; the pool replaces it.
+    pool.on('error', () => {});
+    return wrap(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), 'postgres');
+  }
+  if (cfg.sqlite.path !== ':memory:') mkdirSync(dirname(cfg.sqlite.path), { recursive: true });
+  const { kysely } = openSqlite(cfg.sqlite.path);
+  return wrap(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite');
+}
+
+function wrap(db: Kysely<Database>, dialect: Dialect): Store {
+  return {
+    db,
+    dialect,
+    async migrate() {
+      const migrator = new Migrator({ db, provider: migrations(dialect) });
+      const { error, results } = await migrator.migrateToLatest();
+      if (error) throw new Error(`migration failed: ${(error as Error).message}`, { cause: error });
+      return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+    },
+    async ping() {
+      await sql`select 1`.execute(db);
+    },
+    async close() {
+      await db.destroy();
+    },
+  };
+}

@@ -1,0 +1,149 @@
+import { sql, type Kysely } from 'kysely';
+import type { Migration, MigrationProvider } from 'kysely/migration';
+import type { Dialect } from './db.ts';
+
+/**
+ * One ordered list of migrations for both backends. The only dialect difference is the
+ * auto-increment column type; everything else is portable SQL.
+ */
+export function migrations(dialect: Dialect): MigrationProvider {
+  const serial = dialect === 'postgres' ? 'bigserial' : 'integer';
+  const bigint = dialect === 'postgres' ? 'bigint' : 'integer';
+  const list: Record<string, Migration> = {
+    '0001_identity_queue_audit': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('persons')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('source_id', 'text', (c) => c.notNull())
+          .addColumn('external_id', 'text')
+          .addColumn('user_name', 'text', (c) => c.notNull())
+          .addColumn('user_name_lc', 'text', (c) => c.notNull())
+          .addColumn('email_lc', 'text')
+          .addColumn('display_name', 'text')
+          .addColumn('active', 'integer', (c) => c.notNull())
+          .addColumn('profile', 'text', (c) => c.notNull())
+          .addColumn('resource', 'text', (c) => c.notNull())
+          .addColumn('version', 'integer', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('updated_at', bigint, (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('persons_source_username').unique().on('persons').columns(['source_id', 'user_name_lc']).execute();
+        await db.schema.createIndex('persons_source_external').on('persons').columns(['source_id', 'external_id']).execute();
+        await db.schema.createIndex('persons_source_email').on('persons').columns(['source_id', 'email_lc']).execute();
+        await db.schema.createIndex('persons_source_created').on('persons').columns(['source_id', 'created_at', 'id']).execute();
+
+        await db.schema
+          .createTable('groups')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('source_id', 'text', (c) => c.notNull())
+          .addColumn('external_id', 'text')
+          .addColumn('display_name', 'text', (c) => c.notNull())
+          .addColumn('display_name_lc', 'text', (c) => c.notNull())
+          .addColumn('resource', 'text', (c) => c.notNull())
+          .addColumn('version', 'integer', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('updated_at', bigint, (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('groups_source_name').on('groups').columns(['source_id', 'display_name_lc']).execute();
+        await db.schema.createIndex('groups_source_external').on('groups').columns(['source_id', 'external_id']).execute();
+        await db.schema.createIndex('groups_source_created').on('groups').columns(['source_id', 'created_at', 'id']).execute();
+
+        await db.schema
+          .createTable('memberships')
+          .addColumn('group_id', 'text', (c) => c.notNull().references('groups.id').onDelete('cascade'))
+          .addColumn('person_id', 'text', (c) => c.notNull().references('persons.id').onDelete('cascade'))
+          .addPrimaryKeyConstraint('memberships_pk', ['group_id', 'person_id'])
+          .execute();
+        await db.schema.createIndex('memberships_person').on('memberships').column('person_id').execute();
+
+        await db.schema
+          .createTable('dirty')
+          .addColumn('person_id', 'text', (c) => c.primaryKey())
+          .addColumn('generation', 'integer', (c) => c.notNull())
+          .addColumn('priority', 'integer', (c) => c.notNull())
+          .addColumn('marked_at', bigint, (c) => c.notNull())
+          .addColumn('reason', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('dirty_marked').on('dirty').column('marked_at').execute();
+
+        await db.schema
+          .createTable('lock_state')
+          .addColumn('lock_system_id', 'text', (c) => c.notNull())
+          .addColumn('person_id', 'text', (c) => c.notNull())
+          .addColumn('access', 'text', (c) => c.notNull())
+          .addColumn('departed', 'integer', (c) => c.notNull())
+          .addColumn('remote_person_id', 'text')
+          .addColumn('updated_at', bigint, (c) => c.notNull())
+          .addPrimaryKeyConstraint('lock_state_pk', ['lock_system_id', 'person_id'])
+          .execute();
+        await db.schema.createIndex('lock_state_person').on('lock_state').column('person_id').execute();
+
+        await db.schema
+          .createTable('operations')
+          .addColumn('seq', serial, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('id', 'text', (c) => c.notNull().unique())
+          .addColumn('person_id', 'text', (c) => c.notNull())
+          .addColumn('lock_system_id', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('access', 'text', (c) => c.notNull())
+          .addColumn('priority', 'integer', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('attempts', 'integer', (c) => c.notNull())
+          .addColumn('correlation_id', 'text', (c) => c.notNull())
+          .addColumn('requested_at', bigint, (c) => c.notNull())
+          .addColumn('started_at', bigint)
+          .addColumn('accepted_at', bigint)
+          .addColumn('effective_at', bigint)
+          .addColumn('last_error', 'text')
+          .addColumn('result', 'text')
+          .execute();
+        await db.schema.createIndex('operations_work').on('operations').columns(['lock_system_id', 'person_id', 'state', 'seq']).execute();
+        await db.schema.createIndex('operations_person').on('operations').columns(['person_id', 'seq']).execute();
+        await db.schema.createIndex('operations_state').on('operations').columns(['state', 'requested_at']).execute();
+
+        await db.schema
+          .createTable('failed_jobs')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('queue', 'text', (c) => c.notNull())
+          .addColumn('lock_system_id', 'text', (c) => c.notNull())
+          .addColumn('person_id', 'text', (c) => c.notNull())
+          .addColumn('error', 'text', (c) => c.notNull())
+          .addColumn('attempts', 'integer', (c) => c.notNull())
+          .addColumn('failed_at', bigint, (c) => c.notNull())
+          .addColumn('retried_at', bigint)
+          .execute();
+        await db.schema.createIndex('failed_jobs_open').on('failed_jobs').columns(['retried_at', 'failed_at']).execute();
+
+        await db.schema
+          .createTable('audit')
+          .addColumn('seq', bigint, (c) => c.primaryKey())
+          .addColumn('at', bigint, (c) => c.notNull())
+          .addColumn('actor', 'text', (c) => c.notNull())
+          .addColumn('action', 'text', (c) => c.notNull())
+          .addColumn('subject', 'text', (c) => c.notNull())
+          .addColumn('person_id', 'text')
+          .addColumn('detail', 'text', (c) => c.notNull())
+          .addColumn('correlation_id', 'text', (c) => c.notNull())
+          .addColumn('prev_hash', 'text', (c) => c.notNull())
+          .addColumn('hash', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('audit_person').on('audit').columns(['person_id', 'seq']).execute();
+        await db.schema.createIndex('audit_action').on('audit').columns(['action', 'seq']).execute();
+        await db.schema.createIndex('audit_at').on('audit').columns(['at']).execute();
+
+        await db.schema
+          .createTable('audit_head')
+          .addColumn('id', 'integer', (c) => c.primaryKey())
+          .addColumn('seq', bigint, (c) => c.notNull())
+          .addColumn('hash', 'text', (c) => c.notNull())
+          .execute();
+        await sql`insert into audit_head (id, seq, hash) values (1, 0, ${GENESIS_HASH})`.execute(db);
+      },
+    },
+  };
+  return { getMigrations: async () => list };
+}
+
+/** The chain starts from a fixed, documented value so that deleting the first row is detectable. */
+export const GENESIS_HASH = '0'.repeat(64);

@@ -1,0 +1,123 @@
+/**
+ * Row types as the query layer sees them. Both backends store booleans as 0/1 integers,
+ * times as epoch milliseconds and structured values as JSON text, so one set of queries and
+ * migrations serves SQLite and PostgreSQL; the repositories map them at the boundary.
+ */
+import type { Generated } from 'kysely';
+
+export interface PersonsTable {
+  id: string;
+  source_id: string;
+  external_id: string | null;
+  user_name: string;
+  user_name_lc: string;
+  email_lc: string | null;
+  display_name: string | null;
+  active: number;
+  /** Policy-relevant view: {givenName, familyName, email, roles[], attributes{}}. */
+  profile: string;
+  /** The SCIM resource as last written (without members/groups), JSON. */
+  resource: string;
+  version: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface GroupsTable {
+  id: string;
+  source_id: string;
+  external_id: string | null;
+  display_name: string;
+  display_name_lc: string;
+  resource: string;
+  version: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface MembershipsTable {
+  group_id: string;
+  person_id: string;
+}
+
+/** The outbox: a person whose desired state may have changed. Written in the same transaction as the change. */
+export interface DirtyTable {
+  person_id: string;
+  generation: number;
+  priority: number;
+  marked_at: number;
+  reason: string;
+}
+
+export interface LockStateTable {
+  lock_system_id: string;
+  person_id: string;
+  /** JSON array of access names accepted by the lock system. */
+  access: string;
+  departed: number;
+  remote_person_id: string | null;
+  updated_at: number;
+}
+
+export type OperationState = 'pending' | 'running' | 'accepted' | 'dead' | 'superseded';
+
+export interface OperationsTable {
+  seq: Generated<number>;
+  id: string;
+  person_id: string;
+  lock_system_id: string;
+  kind: string;
+  access: string;
+  priority: number;
+  state: OperationState;
+  attempts: number;
+  correlation_id: string;
+  requested_at: number;
+  started_at: number | null;
+  accepted_at: number | null;
+  effective_at: number | null;
+  last_error: string | null;
+  result: string | null;
+}
+
+export interface FailedJobsTable {
+  id: string;
+  queue: string;
+  lock_system_id: string;
+  person_id: string;
+  error: string;
+  attempts: number;
+  failed_at: number;
+  retried_at: number | null;
+}
+
+export interface AuditTable {
+  seq: number;
+  at: number;
+  actor: string;
+  action: string;
+  subject: string;
+  person_id: string | null;
+  detail: string;
+  correlation_id: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditHeadTable {
+  id: number;
+  seq: number;
+  hash: string;
+}
+
+export interface Database {
+  persons: PersonsTable;
+  groups: GroupsTable;
+  memberships: MembershipsTable;
+  dirty: DirtyTable;
+  lock_state: LockStateTable;
+  operations: OperationsTable;
+  failed_jobs: FailedJobsTable;
+  audit: AuditTable;
+  audit_head: AuditHeadTable;
+}

@@ -1,0 +1,39 @@
+import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import type { SqliteDatabase, SqliteStatement } from 'kysely';
+
+/**
+ * Kysely's SqliteDialect expects a better-sqlite3-shaped object. node:sqlite is built in and
+ * needs no native addon, so we adapt it: `reader` is derived from the statement's result
+ * columns, and parameters are spread because node:sqlite takes them as varargs.
+ */
+export function openSqlite(path: string): { db: DatabaseSync; kysely: SqliteDatabase } {
+  const db = new DatabaseSync(path);
+  // WAL lets readers (admin API) run beside the writer; NORMAL is durable across process crashes.
+  db.exec('PRAGMA journal_mode = WAL');
+  db.exec('PRAGMA synchronous = NORMAL');
+  db.exec('PRAGMA busy_timeout = 5000');
+  db.exec('PRAGMA foreign_keys = ON');
+  const cache = new Map<string, SqliteStatement>();
+  const kysely: SqliteDatabase = {
+    close: () => db.close(),
+    prepare(sql: string): SqliteStatement {
+      const hit = cache.get(sql);
+      if (hit) return hit;
+      const stmt = db.prepare(sql);
+      const reader = stmt.columns().length > 0;
+      const wrapped: SqliteStatement = {
+        reader,
+        all: (params: ReadonlyArray<unknown>) => stmt.all(...(params as SQLInputValue[])) as unknown[],
+        run: (params: ReadonlyArray<unknown>) => {
+          const r = stmt.run(...(params as SQLInputValue[]));
+          return { changes: r.changes, lastInsertRowid: r.lastInsertRowid };
+        },
+        iterate: (params: ReadonlyArray<unknown>) => stmt.iterate(...(params as SQLInputValue[])) as IterableIterator<unknown>,
+      };
+      // Statement preparation dominates small queries; the set of distinct SQL strings is bounded.
+      if (cache.size < 2000) cache.set(sql, wrapped);
+      return wrapped;
+    },
+  };
+  return { db, kysely };
+}

@@ -1,0 +1,60 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { openStore, type Store } from '../../src/store/db.ts';
+
+/** PostgreSQL the test suite uses; CI starts it (see .ci/run). */
+export const TEST_PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+export type Backend = 'sqlite' | 'postgres';
+export const BACKENDS: Backend[] = ['sqlite', 'postgres'];
+
+export interface TestStore {
+  store: Store;
+  /** Config section that opens the same database again (e.g. for a child process). */
+  storeConfig: { driver: Backend; sqlite: { path: string }; postgres: { url?: string; poolSize: number } };
+  cleanup(): Promise<void>;
+}
+
+/**
+ * A fresh, migrated store: a temp SQLite file, or a private PostgreSQL schema (selected via
+ * search_path) so tests never see each other's rows and can run in parallel.
+ */
+export async function freshStore(backend: Backend): Promise<TestStore> {
+  if (backend === 'sqlite') {
+    const dir = mkdtempSync(join(tmpdir(), 'lockstep-test-'));
+    const storeConfig = { driver: 'sqlite' as const, sqlite: { path: join(dir, 'lockstep.db') }, postgres: { poolSize: 1 } };
+    const store = openStore(storeConfig);
+    await store.migrate();
+    return {
+      store,
+      storeConfig,
+      async cleanup() {
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  }
+  const schema = `t_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: TEST_PG_URL });
+  await admin.connect();
+  await admin.query(`create schema ${schema}`);
+  await admin.end();
+  const url = `${TEST_PG_URL}${TEST_PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
+  const storeConfig = { driver: 'postgres' as const, sqlite: { path: '' }, postgres: { url, poolSize: 5 } };
+  const store = openStore(storeConfig);
+  await store.migrate();
+  return {
+    store,
+    storeConfig,
+    async cleanup() {
+      await store.close();
+      const c = new pg.Client({ connectionString: TEST_PG_URL });
+      await c.connect();
+      await c.query(`drop schema ${schema} cascade`);
+      await c.end();
+    },
+  };
+}
