@@ -185,9 +185,14 @@ export const configSchema = z
         sweepIntervalMs: z.number().int().min(100).default(5_000),
         /** A dirty mark or pending operation older than this without progress is re-enqueued. */
         sweepAfterMs: z.number().int().min(0).default(5_000),
+        /**
+         * How long a worker holds a job before others may assume it crashed and run it again
+         * (BullMQ lockDuration; renewed while the job runs). Lower means faster recovery after a kill.
+         */
+        jobLockMs: z.number().int().min(1_000).default(30_000),
       })
       .strict()
-      .default({ concurrency: 32, sweepIntervalMs: 5_000, sweepAfterMs: 5_000 }),
+      .default({ concurrency: 32, sweepIntervalMs: 5_000, sweepAfterMs: 5_000, jobLockMs: 30_000 }),
     /** Lock-system simulators started in-process (for the quick start and demos only). */
     simulators: z
       .array(z.object({ kind: z.literal('iloq'), port: z.number().int().min(0).max(65535), seed: z.string().optional() }).strict())

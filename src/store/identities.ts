@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
 import type { Store } from './db.ts';
+import type { Identity } from '../domain/types.ts';
 import type { Database, GroupsTable, PersonsTable } from './schema.ts';
 
 /**
@@ -122,7 +123,7 @@ export class IdentityRepo {
     await this.tx(async (trx) => {
       await this.assertUserNameFree(trx, sourceId, input.userName, null);
       await trx.insertInto('persons').values(personRow(id, sourceId, input, 1, now, now)).execute();
-      marks.push(await markDirty(trx, id, input.active ? PRIORITY_NORMAL : PRIORITY_LEAVER, 'user created', now));
+      marks.push(await markDirty(trx, id, input.active ? PRIORITY_NORMAL : PRIORITY_LEAVER, 'user created', now, ctx.correlationId));
       await this.audit(trx, [{ ...ctx, action: 'identity.user.create', subject: `person:${id}`, personId: id, detail: summary(input) }]);
     });
     this.notify(marks);
@@ -155,7 +156,7 @@ export class IdentityRepo {
       const { id: _id, source_id: _s, created_at: _c, ...row } = personRow(id, sourceId, input, current.version + 1, now, now);
       await trx.updateTable('persons').set(row).where('id', '=', id).execute();
       const leaving = current.active === 1 && !input.active;
-      marks.push(await markDirty(trx, id, leaving || !input.active ? PRIORITY_LEAVER : PRIORITY_NORMAL, leaving ? 'user deactivated' : 'user updated', now));
+      marks.push(await markDirty(trx, id, leaving || !input.active ? PRIORITY_LEAVER : PRIORITY_NORMAL, leaving ? 'user deactivated' : 'user updated', now, ctx.correlationId));
       await this.audit(trx, [
         { ...ctx, action: leaving ? 'identity.user.deactivate' : 'identity.user.update', subject: `person:${id}`, personId: id, detail: summary(input) },
       ]);
@@ -173,7 +174,7 @@ export class IdentityRepo {
       await trx.deleteFrom('memberships').where('person_id', '=', id).execute();
       await trx.deleteFrom('persons').where('id', '=', id).execute();
       // The person is gone from the identity store; the reconciler sees no identity and revokes everything.
-      marks.push(await markDirty(trx, id, PRIORITY_LEAVER, 'user deleted', now));
+      marks.push(await markDirty(trx, id, PRIORITY_LEAVER, 'user deleted', now, ctx.correlationId));
       await this.audit(trx, [{ ...ctx, action: 'identity.user.delete', subject: `person:${id}`, personId: id, detail: { userName: row.user_name } }]);
     });
     this.notify(marks);
@@ -231,7 +232,7 @@ export class IdentityRepo {
     await this.tx(async (trx) => {
       await trx.insertInto('groups').values(groupRow(id, sourceId, input, 1, now, now)).execute();
       const added = await this.insertMembers(trx, sourceId, id, memberIds);
-      for (const p of added) marks.push(await markDirty(trx, p, PRIORITY_NORMAL, 'group membership added', now));
+      for (const p of added) marks.push(await markDirty(trx, p, PRIORITY_NORMAL, 'group membership added', now, ctx.correlationId));
       await this.audit(trx, [
         { ...ctx, action: 'identity.group.create', subject: `group:${id}`, detail: { displayName: input.displayName, members: added.length } },
         ...added.map((p) => ({ ...ctx, action: 'identity.membership.add', subject: `group:${id}`, personId: p, detail: { group: input.displayName } })),
@@ -265,7 +266,7 @@ export class IdentityRepo {
       if (current.display_name !== input.displayName) {
         // Policy may match on the display name: every member's desired access may change.
         const members = await trx.selectFrom('memberships').select('person_id').where('group_id', '=', id).execute();
-        for (const m of members) marks.push(await markDirty(trx, m.person_id, PRIORITY_NORMAL, 'group renamed', now));
+        for (const m of members) marks.push(await markDirty(trx, m.person_id, PRIORITY_NORMAL, 'group renamed', now, ctx.correlationId));
         entries.push({ ...ctx, action: 'identity.group.rename', subject: `group:${id}`, detail: { from: current.display_name, to: input.displayName } });
       } else {
         entries.push({ ...ctx, action: 'identity.group.update', subject: `group:${id}`, detail: { displayName: input.displayName } });
@@ -307,7 +308,7 @@ export class IdentityRepo {
       const members = await trx.selectFrom('memberships').select('person_id').where('group_id', '=', id).execute();
       await trx.deleteFrom('memberships').where('group_id', '=', id).execute();
       await trx.deleteFrom('groups').where('id', '=', id).execute();
-      for (const m of members) marks.push(await markDirty(trx, m.person_id, PRIORITY_NORMAL, 'group deleted', now));
+      for (const m of members) marks.push(await markDirty(trx, m.person_id, PRIORITY_NORMAL, 'group deleted', now, ctx.correlationId));
       await this.audit(trx, [{ ...ctx, action: 'identity.group.delete', subject: `group:${id}`, detail: { displayName: row.display_name, members: members.length } }]);
     });
     this.notify(marks);
@@ -341,6 +342,46 @@ export class IdentityRepo {
     return { total: Number(total), items };
   }
 
+  // ---------- reconciliation ----------
+
+  /** The identity as policy sees it, or null when the person no longer exists. */
+  async loadIdentity(personId: string): Promise<Identity | null> {
+    const row = await this.store.db.selectFrom('persons').selectAll().where('id', '=', personId).executeTakeFirst();
+    if (!row) return null;
+    const groups = await this.store.db
+      .selectFrom('memberships')
+      .innerJoin('groups', 'groups.id', 'memberships.group_id')
+      .select(['groups.id', 'groups.display_name'])
+      .where('memberships.person_id', '=', personId)
+      .execute();
+    const profile = JSON.parse(row.profile) as Profile;
+    return {
+      personId: row.id,
+      sourceId: row.source_id,
+      externalId: row.id,
+      userName: row.user_name,
+      active: row.active === 1,
+      givenName: profile.givenName,
+      familyName: profile.familyName,
+      displayName: row.display_name ?? undefined,
+      email: profile.email,
+      groups: groups.map((g) => ({ id: g.id, displayName: g.display_name })),
+      roles: profile.roles ?? [],
+      attributes: profile.attributes ?? {},
+    };
+  }
+
+  /** Asks for a reconcile of these persons (admin action, sweeps); audited like any change. */
+  async requestReconcile(personIds: string[], reason: string, ctx: WriteContext, priority = PRIORITY_NORMAL): Promise<void> {
+    const now = Date.now();
+    const marks: DirtyMark[] = [];
+    await this.tx(async (trx) => {
+      for (const p of personIds) marks.push(await markDirty(trx, p, priority, reason, now, ctx.correlationId));
+      await this.audit(trx, personIds.map((p) => ({ ...ctx, action: 'reconcile.request', subject: `person:${p}`, personId: p, detail: { reason } })));
+    });
+    this.notify(marks);
+  }
+
   // ---------- internals ----------
 
   private async changeMembers(
@@ -357,7 +398,7 @@ export class IdentityRepo {
     const marks: DirtyMark[] = [];
     const added = await this.insertMembers(trx, sourceId, groupId, add);
     for (const p of added) {
-      marks.push(await markDirty(trx, p, PRIORITY_NORMAL, 'group membership added', now));
+      marks.push(await markDirty(trx, p, PRIORITY_NORMAL, 'group membership added', now, ctx.correlationId));
       entries.push({ ...ctx, action: 'identity.membership.add', subject: `group:${groupId}`, personId: p, detail: { group: groupName } });
     }
     for (let i = 0; i < remove.length; i += 500) {
@@ -365,7 +406,7 @@ export class IdentityRepo {
       const gone = await trx.deleteFrom('memberships').where('group_id', '=', groupId).where('person_id', 'in', chunk).returning('person_id').execute();
       for (const g of gone) {
         // Losing a membership can only take access away: treat it with leaver priority.
-        marks.push(await markDirty(trx, g.person_id, PRIORITY_LEAVER, 'group membership removed', now));
+        marks.push(await markDirty(trx, g.person_id, PRIORITY_LEAVER, 'group membership removed', now, ctx.correlationId));
         entries.push({ ...ctx, action: 'identity.membership.remove', subject: `group:${groupId}`, personId: g.person_id, detail: { group: groupName } });
       }
     }
@@ -454,15 +495,23 @@ export class IdentityRepo {
  * the mark only if nothing new arrived while it ran; the first marked_at is kept so the sweeper
  * can tell stale work from fresh.
  */
-export async function markDirty(trx: Transaction<Database>, personId: string, priority: number, reason: string, now: number): Promise<DirtyMark> {
+export async function markDirty(
+  trx: Transaction<Database>,
+  personId: string,
+  priority: number,
+  reason: string,
+  now: number,
+  correlationId: string,
+): Promise<DirtyMark> {
   const row = await trx
     .insertInto('dirty')
-    .values({ person_id: personId, generation: 1, priority, marked_at: now, reason })
+    .values({ person_id: personId, generation: 1, priority, marked_at: now, reason, correlation_id: correlationId })
     .onConflict((oc) =>
       oc.column('person_id').doUpdateSet({
         generation: sql<number>`dirty.generation + 1`,
         priority: sql<number>`case when excluded.priority < dirty.priority then excluded.priority else dirty.priority end`,
         reason: sql<string>`excluded.reason`,
+        correlation_id: sql<string>`excluded.correlation_id`,
       }),
     )
     .returning(['priority'])

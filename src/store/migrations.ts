@@ -64,6 +64,7 @@ export function migrations(dialect: Dialect): MigrationProvider {
           .addColumn('priority', 'integer', (c) => c.notNull())
           .addColumn('marked_at', bigint, (c) => c.notNull())
           .addColumn('reason', 'text', (c) => c.notNull())
+          .addColumn('correlation_id', 'text', (c) => c.notNull())
           .execute();
         await db.schema.createIndex('dirty_marked').on('dirty').column('marked_at').execute();
 

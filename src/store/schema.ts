@@ -47,6 +47,8 @@ export interface DirtyTable {
   priority: number;
   marked_at: number;
   reason: string;
+  /** Of the change that last marked the person; carried into the plan and its operations. */
+  correlation_id: string;
 }
 
 export interface LockStateTable {

@@ -1,0 +1,143 @@
+import { Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from './config/schema.ts';
+import type { Logger } from './log.ts';
+import type { Metrics } from './metrics.ts';
+import type { LockSystem } from './ports/lock-system.ts';
+import { applyQueueName, Queues, RECONCILE_QUEUE, redisConnection, type ApplyJob, type ReconcileJob } from './queue/queues.ts';
+import { retryDelayMs } from './queue/retry.ts';
+import { Applier, RetryableApplyError } from './reconcile/applier.ts';
+import { Reconciler } from './reconcile/reconciler.ts';
+import { Sweeper } from './reconcile/sweeper.ts';
+import type { Store } from './store/db.ts';
+import type { IdentityRepo } from './store/identities.ts';
+
+/**
+ * The spine: queues, their workers and the sweeper, wired to the store. `serve` runs it with
+ * the HTTP server, `worker` without. Several processes may run it against the same Redis and
+ * PostgreSQL; BullMQ spreads the jobs.
+ */
+export class Engine {
+  readonly queues: Queues;
+  readonly reconciler: Reconciler;
+  readonly applier: Applier;
+  readonly sweeper: Sweeper;
+  readonly redis: Redis;
+  private readonly workers: Worker[] = [];
+  private readonly cfg: Config;
+  private readonly store: Store;
+  private readonly log: Logger;
+
+  constructor(deps: { config: Config; store: Store; identities: IdentityRepo; lockSystems: Map<string, LockSystem>; log: Logger; metrics?: Metrics }) {
+    this.cfg = deps.config;
+    this.store = deps.store;
+    this.log = deps.log;
+    this.redis = redisConnection(deps.config.redis);
+    this.redis.on('error', (err) => deps.log.warn({ err: err.message }, 'redis connection error'));
+    this.queues = new Queues(this.redis, deps.config);
+    this.reconciler = new Reconciler({ ...deps, onApply: (items) => this.queues.enqueueApply(items) });
+    this.applier = new Applier(deps);
+    this.sweeper = new Sweeper({
+      store: deps.store,
+      queues: this.queues,
+      log: deps.log,
+      metrics: deps.metrics,
+      intervalMs: deps.config.reconcile.sweepIntervalMs,
+      afterMs: deps.config.reconcile.sweepAfterMs,
+    });
+    // The commit already happened; if this enqueue is lost, the sweeper finds the dirty mark.
+    deps.identities.onDirty((marks) => {
+      this.queues.enqueueReconcile(marks).catch((err) => this.log.warn({ err: err.message }, 'enqueue reconcile failed; the sweeper will retry'));
+    });
+  }
+
+  startWorkers(): void {
+    const prefix = this.cfg.redis.prefix;
+    const lockDuration = this.cfg.reconcile.jobLockMs;
+    const reconcileWorker = new Worker<ReconcileJob>(RECONCILE_QUEUE, (job: Job<ReconcileJob>) => this.reconciler.reconcile(job.data.personId), {
+      connection: this.redis,
+      prefix,
+      concurrency: this.cfg.reconcile.concurrency,
+      lockDuration,
+      autorun: false,
+    });
+    reconcileWorker.on('completed', (job, result: { requeue?: boolean } | undefined) => {
+      // A change arrived while this person was being planned: plan again (the job id is free now).
+      if (result?.requeue) void this.queues.enqueueReconcile([{ personId: job.data.personId, priority: job.opts.priority ?? 10 }]).catch(() => {});
+    });
+    reconcileWorker.on('failed', (job, err) => this.log.warn({ personId: job?.data.personId, err: err.message }, 'reconcile attempt failed'));
+    reconcileWorker.on('error', (err) => this.log.warn({ err: err.message }, 'reconcile worker error'));
+    this.workers.push(reconcileWorker);
+
+    for (const ls of this.cfg.lockSystems) {
+      const policy = ls.apply.retry;
+      const worker: Worker<ApplyJob> = new Worker<ApplyJob>(
+        applyQueueName(ls.id),
+        (job: Job<ApplyJob>) =>
+          this.applier.process(job, {
+            rateLimit: async (ms) => {
+              await worker.rateLimit(ms);
+              return Worker.RateLimitError();
+            },
+          }),
+        {
+          connection: this.redis,
+          prefix,
+          concurrency: ls.apply.concurrency,
+          lockDuration,
+          autorun: false,
+          ...(ls.apply.rateLimit ? { limiter: { max: ls.apply.rateLimit.max, duration: ls.apply.rateLimit.durationMs } } : {}),
+          settings: {
+            backoffStrategy: (attemptsMade: number, _type?: string, err?: Error) =>
+              retryDelayMs(policy, attemptsMade, err instanceof RetryableApplyError ? err.retryAfterMs : undefined),
+          },
+        },
+      );
+      worker.on('completed', (job) => void this.requeueIfPending(ls.id, job.data.personId));
+      worker.on('failed', (job, err) => this.log.warn({ lockSystem: ls.id, personId: job?.data.personId, attempt: job?.attemptsMade, err: err.message }, 'apply attempt failed'));
+      worker.on('error', (err) => this.log.warn({ lockSystem: ls.id, err: err.message }, 'apply worker error'));
+      this.workers.push(worker);
+    }
+    for (const w of this.workers) void w.run().catch((err) => this.log.error({ err: err.message }, 'worker stopped'));
+    this.sweeper.start();
+  }
+
+  /** Operations planned while the job was finishing would otherwise wait for the sweeper. */
+  private async requeueIfPending(lockSystemId: string, personId: string): Promise<void> {
+    try {
+      const row = await this.store.db
+        .selectFrom('operations')
+        .select((eb) => eb.fn.min('priority').as('priority'))
+        .where('lock_system_id', '=', lockSystemId)
+        .where('person_id', '=', personId)
+        .where('state', 'in', ['pending', 'running'])
+        .executeTakeFirst();
+      if (row?.priority !== null && row?.priority !== undefined) await this.queues.enqueueApply([{ lockSystemId, personId, priority: Number(row.priority) }]);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'requeue check failed; the sweeper will retry');
+    }
+  }
+
+  async ping(): Promise<void> {
+    const pong = await this.redis.ping();
+    if (pong !== 'PONG') throw new Error(`redis answered ${pong}`);
+  }
+
+  /**
+   * Stops taking jobs, lets running ones finish within the grace period, then hands the rest
+   * back (their locks lapse and another worker, or this one after restart, runs them again).
+   */
+  async stop(graceMs: number): Promise<void> {
+    await this.sweeper.stop();
+    const graceful = Promise.all(this.workers.map((w) => w.close()));
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([graceful.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), graceMs)))]);
+    clearTimeout(timer);
+    if (timedOut) {
+      this.log.warn({ graceMs }, 'jobs still running at the end of the grace period; handing them back');
+      await Promise.all(this.workers.map((w) => w.close(true)));
+    }
+    await this.queues.close();
+    await this.redis.quit().catch(() => {});
+  }
+}

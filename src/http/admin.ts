@@ -1,0 +1,184 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { appendAudit, queryAudit } from '../audit/audit.ts';
+import type { Config } from '../config/schema.ts';
+import type { Reconciler } from '../reconcile/reconciler.ts';
+import type { Store } from '../store/db.ts';
+import { PRIORITY_LEAVER, type IdentityRepo } from '../store/identities.ts';
+import { authenticateAdmin, can, type Permission, type Principal } from './admin-auth.ts';
+import { sendProblem } from './problems.ts';
+
+/** The admin API under /api/v1. Every request authenticated; every refusal and every action audited. */
+
+export interface AdminDeps {
+  config: Config;
+  store: Store;
+  identities: IdentityRepo;
+  reconciler: Reconciler;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+  }
+}
+
+const MAX_PAGE = 1000;
+
+export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
+  const { store, identities } = deps;
+
+  const guard = (permission: Permission) => async (req: FastifyRequest, reply: FastifyReply) => {
+    const principal = authenticateAdmin(deps.config.admin.tokens, req.headers.authorization);
+    if (!principal) return sendProblem(reply, 'UNAUTHENTICATED', 'send an admin token as "Authorization: Bearer <token>"');
+    if (!can(principal, permission)) {
+      await audit(req, principal, 'admin.refused', `endpoint:${req.routeOptions.url}`, { permission, method: req.method });
+      return sendProblem(reply, 'FORBIDDEN', `role "${principal.role}" lacks permission "${permission}"`);
+    }
+    req.principal = principal;
+  };
+
+  const audit = async (req: FastifyRequest, p: Principal, action: string, subject: string, detail: unknown, personId?: string) => {
+    await store.db.transaction().execute((trx) =>
+      appendAudit(trx, store.dialect, [{ actor: `admin:${p.name}`, action, subject, personId: personId ?? null, detail, correlationId: String(req.id) }]),
+    );
+  };
+
+  app.get<{ Params: { id: string } }>('/persons/:id', { preHandler: guard('persons:read') }, async (req, reply) => {
+    const id = req.params.id;
+    const identity = await identities.loadIdentity(id);
+    const states = await store.db.selectFrom('lock_state').selectAll().where('person_id', '=', id).execute();
+    const ops = await store.db.selectFrom('operations').selectAll().where('person_id', '=', id).orderBy('seq', 'desc').limit(100).execute();
+    if (!identity && states.length === 0 && ops.length === 0) return sendProblem(reply, 'NOT_FOUND', `person ${id} not found`);
+    const plan = await deps.reconciler.dryRun(id);
+    const dirty = await store.db.selectFrom('dirty').select(['marked_at', 'reason']).where('person_id', '=', id).executeTakeFirst();
+    return {
+      id,
+      identity,
+      desired: plan.desired,
+      matchedRules: plan.rules,
+      pendingPlan: plan.operations.map((o) => ({ lockSystem: o.lockSystemId, kind: o.kind, access: o.access })),
+      reconcilePending: dirty ? { since: iso(dirty.marked_at), reason: dirty.reason } : null,
+      actual: Object.fromEntries(
+        states.map((s) => [s.lock_system_id, { access: JSON.parse(s.access), left: s.departed === 1, remotePersonId: s.remote_person_id, updatedAt: iso(s.updated_at) }]),
+      ),
+      operations: ops.map((o) => ({
+        id: o.id,
+        lockSystem: o.lock_system_id,
+        kind: o.kind,
+        access: JSON.parse(o.access),
+        state: o.state,
+        attempts: o.attempts,
+        correlationId: o.correlation_id,
+        requestedAt: iso(o.requested_at),
+        startedAt: iso(o.started_at),
+        acceptedAt: iso(o.accepted_at),
+        effectiveAt: iso(o.effective_at),
+        lastError: o.last_error,
+        result: o.result ? JSON.parse(o.result) : null,
+      })),
+    };
+  });
+
+  app.post<{ Params: { id: string } }>('/persons/:id/reconcile', { preHandler: guard('reconcile:request') }, async (req, reply) => {
+    const id = req.params.id;
+    await identities.requestReconcile([id], 'requested by admin', { actor: `admin:${req.principal!.name}`, correlationId: String(req.id) }, PRIORITY_LEAVER);
+    return reply.code(202).send({ personId: id, status: 'queued' });
+  });
+
+  app.get<{ Querystring: { limit?: string; after?: string } }>('/jobs/failed', { preHandler: guard('jobs:read') }, async (req, reply) => {
+    const limit = parseLimit(req.query.limit);
+    if (limit === undefined) return sendProblem(reply, 'INVALID_REQUEST', `limit must be an integer between 1 and ${MAX_PAGE}`);
+    let q = store.db.selectFrom('failed_jobs').selectAll().where('retried_at', 'is', null);
+    if (req.query.after) q = q.where('id', '>', req.query.after);
+    const rows = await q.orderBy('failed_at').orderBy('id').limit(limit).execute();
+    const total = await store.db.selectFrom('failed_jobs').select((eb) => eb.fn.countAll<number>().as('n')).where('retried_at', 'is', null).executeTakeFirstOrThrow();
+    const dead = rows.length
+      ? await store.db
+          .selectFrom('operations')
+          .select(['id', 'person_id', 'lock_system_id', 'kind', 'access', 'last_error'])
+          .where('state', '=', 'dead')
+          .where('person_id', 'in', rows.map((r) => r.person_id))
+          .execute()
+      : [];
+    return {
+      total: Number(total.n),
+      items: rows.map((r) => ({
+        id: r.id,
+        queue: r.queue,
+        lockSystem: r.lock_system_id,
+        personId: r.person_id,
+        error: r.error,
+        attempts: r.attempts,
+        failedAt: iso(r.failed_at),
+        operations: dead
+          .filter((d) => d.person_id === r.person_id && d.lock_system_id === r.lock_system_id)
+          .map((d) => ({ id: d.id, kind: d.kind, access: JSON.parse(d.access), error: d.last_error })),
+      })),
+    };
+  });
+
+  app.post<{ Params: { id: string } }>('/jobs/failed/:id/retry', { preHandler: guard('jobs:retry') }, async (req, reply) => {
+    const row = await store.db.selectFrom('failed_jobs').selectAll().where('id', '=', req.params.id).executeTakeFirst();
+    if (!row) return sendProblem(reply, 'NOT_FOUND', `failed job ${req.params.id} not found`);
+    if (row.retried_at !== null) return sendProblem(reply, 'CONFLICT', `failed job ${row.id} was already retried at ${iso(row.retried_at)}`);
+    const now = Date.now();
+    // Retrying re-plans from the current identity rather than replaying stale operations.
+    await store.db.transaction().execute(async (trx) => {
+      await trx.updateTable('failed_jobs').set({ retried_at: now }).where('id', '=', row.id).execute();
+      await trx
+        .updateTable('operations')
+        .set({ state: 'superseded' })
+        .where('state', '=', 'dead')
+        .where('person_id', '=', row.person_id)
+        .where('lock_system_id', '=', row.lock_system_id)
+        .execute();
+      await appendAudit(trx, store.dialect, [
+        { actor: `admin:${req.principal!.name}`, action: 'admin.job.retry', subject: `job:${row.id}`, personId: row.person_id, detail: { lockSystem: row.lock_system_id }, correlationId: String(req.id) },
+      ]);
+    });
+    await identities.requestReconcile([row.person_id], 'dead-lettered job retried', { actor: `admin:${req.principal!.name}`, correlationId: String(req.id) }, PRIORITY_LEAVER);
+    return reply.code(202).send({ id: row.id, personId: row.person_id, status: 'requeued' });
+  });
+
+  app.get<{ Querystring: Record<string, string | undefined> }>('/audit', { preHandler: guard('audit:read') }, async (req, reply) => {
+    const q = req.query;
+    const limit = parseLimit(q.limit);
+    if (limit === undefined) return sendProblem(reply, 'INVALID_REQUEST', `limit must be an integer between 1 and ${MAX_PAGE}`);
+    const from = parseTime(q.from);
+    const to = parseTime(q.to);
+    if (from === null || to === null) return sendProblem(reply, 'INVALID_REQUEST', 'from and to must be ISO 8601 date-times');
+    const after = q.after === undefined ? undefined : Number(q.after);
+    if (after !== undefined && !Number.isInteger(after)) return sendProblem(reply, 'INVALID_REQUEST', 'after must be an integer (the seq of the last row seen)');
+    const rows = await queryAudit(store.db, {
+      ...(q.person ? { personId: q.person } : {}),
+      ...(q.action ? { action: q.action } : {}),
+      ...(from !== undefined ? { from } : {}),
+      ...(to !== undefined ? { to } : {}),
+      ...(after !== undefined ? { after } : {}),
+      limit: limit + 1,
+    });
+    const more = rows.length > limit;
+    const items = more ? rows.slice(0, limit) : rows;
+    return { items, next: more ? items[items.length - 1]!.seq : null };
+  });
+}
+
+function parseLimit(v: string | undefined): number | undefined {
+  if (v === undefined) return 100;
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 1 && n <= MAX_PAGE ? n : undefined;
+}
+
+/** undefined = absent, null = unparseable. */
+function parseTime(v: string | undefined): number | undefined | null {
+  if (v === undefined) return undefined;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? null : t;
+}
+
+function iso(ms: number | null | undefined): string | null {
+  return ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString();
+}
+
+export const newCorrelationId = () => randomUUID();

@@ -1,0 +1,64 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Prometheus metrics. One registry per process instance, so tests can build several apps. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly operations = new Counter({
+    name: 'lockstep_operations_total',
+    help: 'Lock-system operation attempts by outcome (accepted, retry, rate_limited, dead).',
+    labelNames: ['lock_system', 'kind', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly operationSeconds = new Histogram({
+    name: 'lockstep_operation_duration_seconds',
+    help: 'Duration of one operation attempt against the lock system.',
+    labelNames: ['lock_system', 'kind'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly endToEndSeconds = new Histogram({
+    name: 'lockstep_change_to_accept_seconds',
+    help: 'From the operation being planned to the lock system accepting it.',
+    labelNames: ['lock_system', 'kind'] as const,
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly reconciles = new Counter({
+    name: 'lockstep_reconciles_total',
+    help: 'Person reconciles, by whether they produced operations.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly deadLettered = new Counter({
+    name: 'lockstep_dead_lettered_jobs_total',
+    help: 'Apply jobs dead-lettered after their last attempt (or a permanent error).',
+    labelNames: ['lock_system'] as const,
+    registers: [this.registry],
+  });
+  readonly sweptJobs = new Counter({
+    name: 'lockstep_sweeper_requeued_total',
+    help: 'Jobs the sweeper re-enqueued from the database (work Redis lost or never got).',
+    labelNames: ['queue'] as const,
+    registers: [this.registry],
+  });
+  readonly queueDepth = new Gauge({
+    name: 'lockstep_queue_jobs',
+    help: 'Jobs per queue and state, read at scrape time.',
+    labelNames: ['queue', 'state'] as const,
+    registers: [this.registry],
+  });
+  readonly openDeadLetters = new Gauge({
+    name: 'lockstep_dead_letters_open',
+    help: 'Dead-lettered jobs not yet retried, read from the database at scrape time.',
+    registers: [this.registry],
+  });
+  readonly pendingOperations = new Gauge({
+    name: 'lockstep_operations_pending',
+    help: 'Operations planned but not yet accepted, read from the database at scrape time.',
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'lockstep_' });
+  }
+}

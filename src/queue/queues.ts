@@ -1,0 +1,95 @@
+import { Queue, type ConnectionOptions } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Config } from '../config/schema.ts';
+import type { DirtyMark } from '../store/identities.ts';
+
+/**
+ * The queue topology. Redis holds only queues; everything a job needs is in the database, and
+ * job ids are derived from what the job is about, so that adding the same work twice is a no-op:
+ * - `reconcile`: one job per person (`p_<personId>`), leavers first (BullMQ: lower priority
+ *   number runs first);
+ * - `apply_<lockSystemId>`: one job per person and lock system (`a_<personId>`), which runs that
+ *   person's pending operations in order; one queue per lock system because open-source BullMQ
+ *   rate-limits per queue.
+ * Jobs are removed on completion so the same id can be added again for the next change.
+ */
+
+export const RECONCILE_QUEUE = 'reconcile';
+export const applyQueueName = (lockSystemId: string) => `apply_${lockSystemId}`;
+export const reconcileJobId = (personId: string) => `p_${personId}`;
+export const applyJobId = (personId: string) => `a_${personId}`;
+
+export interface ReconcileJob {
+  personId: string;
+}
+export interface ApplyJob {
+  personId: string;
+  lockSystemId: string;
+}
+
+export function redisConnection(cfg: Config['redis']): Redis {
+  // BullMQ workers block on Redis; they need unlimited per-request retries.
+  return new Redis(cfg.url, { maxRetriesPerRequest: null, enableReadyCheck: true, lazyConnect: false });
+}
+
+export class Queues {
+  readonly reconcile: Queue<ReconcileJob>;
+  readonly apply: Map<string, Queue<ApplyJob>>;
+  private readonly attempts: Map<string, number>;
+
+  constructor(connection: ConnectionOptions, cfg: Config) {
+    const prefix = cfg.redis.prefix;
+    this.reconcile = new Queue<ReconcileJob>(RECONCILE_QUEUE, {
+      connection,
+      prefix,
+      defaultJobOptions: { removeOnComplete: true, removeOnFail: true, attempts: 5, backoff: { type: 'exponential', delay: 500 } },
+    });
+    this.apply = new Map();
+    this.attempts = new Map();
+    for (const ls of cfg.lockSystems) {
+      this.apply.set(
+        ls.id,
+        new Queue<ApplyJob>(applyQueueName(ls.id), {
+          connection,
+          prefix,
+          defaultJobOptions: { removeOnComplete: true, removeOnFail: true, attempts: ls.apply.retry.attempts, backoff: { type: 'lockstep' } },
+        }),
+      );
+      this.attempts.set(ls.id, ls.apply.retry.attempts);
+    }
+  }
+
+  async enqueueReconcile(marks: DirtyMark[]): Promise<void> {
+    if (marks.length === 0) return;
+    await this.reconcile.addBulk(
+      marks.map((m) => ({ name: 'reconcile', data: { personId: m.personId }, opts: { jobId: reconcileJobId(m.personId), priority: m.priority } })),
+    );
+  }
+
+  async enqueueApply(items: Array<{ lockSystemId: string; personId: string; priority: number }>): Promise<void> {
+    const byQueue = new Map<string, typeof items>();
+    for (const it of items) {
+      const list = byQueue.get(it.lockSystemId) ?? [];
+      list.push(it);
+      byQueue.set(it.lockSystemId, list);
+    }
+    await Promise.all(
+      [...byQueue].map(([ls, list]) => {
+        const q = this.apply.get(ls);
+        if (!q) return Promise.resolve();
+        return q.addBulk(
+          list.map((it) => ({ name: 'apply', data: { personId: it.personId, lockSystemId: ls }, opts: { jobId: applyJobId(it.personId), priority: it.priority } })),
+        );
+      }),
+    );
+  }
+
+  async counts(): Promise<Array<{ queue: string; counts: Record<string, number> }>> {
+    const all = [this.reconcile as Queue, ...this.apply.values()];
+    return Promise.all(all.map(async (q) => ({ queue: q.name, counts: await q.getJobCounts('wait', 'active', 'delayed', 'prioritized', 'failed') })));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.reconcile.close(), ...[...this.apply.values()].map((q) => q.close())]);
+  }
+}

@@ -1,0 +1,249 @@
+import { randomUUID } from 'node:crypto';
+import type { Job } from 'bullmq';
+import { sql } from 'kysely';
+import { appendAudit, type AuditEntry } from '../audit/audit.ts';
+import { applyToState } from '../domain/planner.ts';
+import type { OperationKind, PlannedOperation } from '../domain/types.ts';
+import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import { LockSystemError, type LockSystem, type PersonRef } from '../ports/lock-system.ts';
+import type { ApplyJob } from '../queue/queues.ts';
+import type { Store } from '../store/db.ts';
+import type { IdentityRepo } from '../store/identities.ts';
+
+/**
+ * Runs one person's pending operations on one lock system, strictly in plan order. There is
+ * at most one such job per (person, lock system) at a time (its BullMQ job id is derived from
+ * the pair), which is what gives per-person ordering with a concurrent worker.
+ *
+ * Outcomes per operation:
+ * - accepted: the lock system took it; lock_state advances, audited;
+ * - permanent error: the operation is dead-lettered at once (retrying cannot help) and the
+ *   next operation runs, so a broken grant never blocks a revocation;
+ * - rate limited: the operation goes back to pending and the whole queue pauses for
+ *   Retry-After (the lock system is telling everyone to wait) without spending an attempt;
+ * - other errors: back to pending and the job fails this attempt, BullMQ retries with backoff;
+ *   on the last attempt the remaining operations are dead-lettered instead.
+ * A crash leaves the operation `running`; the next run of the job claims it again, which is
+ * safe because adapters apply idempotently.
+ */
+
+export class RetryableApplyError extends Error {
+  readonly retryAfterMs: number | undefined;
+  constructor(message: string, retryAfterMs?: number) {
+    super(message);
+    this.name = 'RetryableApplyError';
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+export interface ApplyHooks {
+  /** Pause the queue for this long (BullMQ worker.rateLimit) and return the error to throw. */
+  rateLimit(ms: number): Promise<Error>;
+}
+
+export interface ApplyOutcome {
+  accepted: number;
+  dead: number;
+}
+
+interface OpRow {
+  id: string;
+  seq: number;
+  kind: string;
+  access: string;
+  attempts: number;
+  correlation_id: string;
+  requested_at: number;
+  priority: number;
+}
+
+export class Applier {
+  private readonly store: Store;
+  private readonly identities: IdentityRepo;
+  private readonly systems: Map<string, LockSystem>;
+  private readonly log: Logger;
+  private readonly metrics: Metrics | undefined;
+
+  constructor(deps: { store: Store; identities: IdentityRepo; lockSystems: Map<string, LockSystem>; log: Logger; metrics?: Metrics }) {
+    this.store = deps.store;
+    this.identities = deps.identities;
+    this.systems = deps.lockSystems;
+    this.log = deps.log;
+    this.metrics = deps.metrics;
+  }
+
+  async process(job: Job<ApplyJob>, hooks: ApplyHooks): Promise<ApplyOutcome> {
+    const { personId, lockSystemId } = job.data;
+    const system = this.systems.get(lockSystemId);
+    if (!system) throw new Error(`lock system ${lockSystemId} is not configured`);
+    const outcome: ApplyOutcome = { accepted: 0, dead: 0 };
+    let person: PersonRef | undefined;
+    for (;;) {
+      const op = await this.claim(lockSystemId, personId, job.id ?? '');
+      if (!op) return outcome;
+      person ??= await this.personRef(personId);
+      const kind = op.kind as OperationKind;
+      const access = JSON.parse(op.access) as string[];
+      const started = performance.now();
+      try {
+        const result = await system.apply({ operationId: op.id, kind, access, person });
+        this.metrics?.operationSeconds.observe({ lock_system: lockSystemId, kind }, (performance.now() - started) / 1000);
+        await this.accept(lockSystemId, personId, op, result);
+        outcome.accepted += 1;
+        this.metrics?.operations.inc({ lock_system: lockSystemId, kind, outcome: 'accepted' });
+        this.metrics?.endToEndSeconds.observe({ lock_system: lockSystemId, kind }, (Date.now() - Number(op.requested_at)) / 1000);
+      } catch (err) {
+        const e = err instanceof LockSystemError ? err : new LockSystemError('retryable', (err as Error)?.message ?? String(err), { cause: err });
+        this.metrics?.operationSeconds.observe({ lock_system: lockSystemId, kind }, (performance.now() - started) / 1000);
+        if (e.kind === 'permanent') {
+          await this.deadLetter(job, lockSystemId, personId, [op], e, false);
+          outcome.dead += 1;
+          continue;
+        }
+        if (e.kind === 'rate_limited') {
+          await this.release(op, e, 'operation.rate_limited');
+          this.metrics?.operations.inc({ lock_system: lockSystemId, kind, outcome: 'rate_limited' });
+          throw await hooks.rateLimit(e.retryAfterMs ?? 1000);
+        }
+        const maxAttempts = job.opts.attempts ?? 1;
+        if (job.attemptsMade + 1 >= maxAttempts) {
+          const rest = await this.store.db
+            .selectFrom('operations')
+            .select(['id', 'seq', 'kind', 'access', 'attempts', 'correlation_id', 'requested_at', 'priority'])
+            .where('lock_system_id', '=', lockSystemId)
+            .where('person_id', '=', personId)
+            .where('state', 'in', ['pending', 'running'])
+            .orderBy('seq')
+            .execute();
+          await this.deadLetter(job, lockSystemId, personId, rest, e, true);
+          outcome.dead += rest.length;
+          return outcome;
+        }
+        await this.release(op, e, 'operation.retry');
+        this.metrics?.operations.inc({ lock_system: lockSystemId, kind, outcome: 'retry' });
+        throw new RetryableApplyError(`${e.kind}: ${e.message}`, e.retryAfterMs);
+      }
+    }
+  }
+
+  /** Takes the first unfinished operation of this pair, marks it running and audits the attempt. */
+  private async claim(lockSystemId: string, personId: string, jobId: string): Promise<OpRow | undefined> {
+    return this.store.db.transaction().execute(async (trx) => {
+      if (this.store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${personId}))`.execute(trx);
+      const op = await trx
+        .selectFrom('operations')
+        .select(['id', 'seq', 'kind', 'access', 'attempts', 'correlation_id', 'requested_at', 'priority'])
+        .where('lock_system_id', '=', lockSystemId)
+        .where('person_id', '=', personId)
+        .where('state', 'in', ['pending', 'running'])
+        .orderBy('seq')
+        .limit(1)
+        .executeTakeFirst();
+      if (!op) return undefined;
+      const now = Date.now();
+      await trx
+        .updateTable('operations')
+        .set({ state: 'running', attempts: op.attempts + 1, started_at: now })
+        .where('id', '=', op.id)
+        .execute();
+      await appendAudit(trx, this.store.dialect, [
+        {
+          actor: `system:apply:${lockSystemId}`,
+          action: 'operation.attempt',
+          subject: `operation:${op.id}`,
+          personId,
+          correlationId: op.correlation_id,
+          detail: { lockSystem: lockSystemId, kind: op.kind, access: JSON.parse(op.access), attempt: op.attempts + 1, job: jobId },
+        },
+      ]);
+      return { ...op, attempts: op.attempts + 1 };
+    });
+  }
+
+  private async accept(lockSystemId: string, personId: string, op: OpRow, result: unknown): Promise<void> {
+    const now = Date.now();
+    await this.store.db.transaction().execute(async (trx) => {
+      await trx.updateTable('operations').set({ state: 'accepted', accepted_at: now, last_error: null, result: JSON.stringify(result) }).where('id', '=', op.id).execute();
+      const cur = await trx.selectFrom('lock_state').select(['access', 'departed']).where('lock_system_id', '=', lockSystemId).where('person_id', '=', personId).executeTakeFirst();
+      const next = applyToState(cur ? { access: new Set(JSON.parse(cur.access) as string[]), left: cur.departed === 1 } : undefined, {
+        kind: op.kind as PlannedOperation['kind'],
+        access: JSON.parse(op.access) as string[],
+      });
+      const remote = (result as { remotePersonId?: string } | undefined)?.remotePersonId ?? null;
+      const row = { access: JSON.stringify([...next.access].sort()), departed: next.left ? 1 : 0, updated_at: now };
+      await trx
+        .insertInto('lock_state')
+        .values({ lock_system_id: lockSystemId, person_id: personId, remote_person_id: remote, ...row })
+        .onConflict((oc) => oc.columns(['lock_system_id', 'person_id']).doUpdateSet(remote ? { ...row, remote_person_id: remote } : row))
+        .execute();
+      await appendAudit(trx, this.store.dialect, [
+        {
+          actor: `system:apply:${lockSystemId}`,
+          action: 'operation.accepted',
+          subject: `operation:${op.id}`,
+          personId,
+          correlationId: op.correlation_id,
+          detail: { lockSystem: lockSystemId, kind: op.kind, access: JSON.parse(op.access), result },
+        },
+      ]);
+    });
+  }
+
+  private async release(op: OpRow, e: LockSystemError, action: string): Promise<void> {
+    await this.store.db.transaction().execute(async (trx) => {
+      await trx.updateTable('operations').set({ state: 'pending', last_error: `${e.kind}: ${e.message}` }).where('id', '=', op.id).where('state', '=', 'running').execute();
+      await appendAudit(trx, this.store.dialect, [
+        {
+          actor: 'system:apply',
+          action,
+          subject: `operation:${op.id}`,
+          correlationId: op.correlation_id,
+          detail: { error: e.message, kind: e.kind, status: e.status ?? null, retryAfterMs: e.retryAfterMs ?? null, attempt: op.attempts },
+        },
+      ]);
+    });
+  }
+
+  private async deadLetter(job: Job<ApplyJob>, lockSystemId: string, personId: string, ops: OpRow[], e: LockSystemError, exhausted: boolean): Promise<void> {
+    const now = Date.now();
+    const failedId = randomUUID();
+    const error = `${e.kind}: ${e.message}`;
+    await this.store.db.transaction().execute(async (trx) => {
+      if (ops.length)
+        await trx
+          .updateTable('operations')
+          .set({ state: 'dead', last_error: error })
+          .where('id', 'in', ops.map((o) => o.id))
+          .execute();
+      await trx
+        .insertInto('failed_jobs')
+        .values({ id: failedId, queue: job.queueName, lock_system_id: lockSystemId, person_id: personId, error, attempts: job.attemptsMade + 1, failed_at: now, retried_at: null })
+        .execute();
+      const entries: AuditEntry[] = [
+        {
+          actor: `system:apply:${lockSystemId}`,
+          action: 'job.dead_lettered',
+          subject: `job:${failedId}`,
+          personId,
+          correlationId: ops[0]?.correlation_id ?? failedId,
+          detail: { lockSystem: lockSystemId, error, exhausted, attempts: job.attemptsMade + 1, operations: ops.map((o) => ({ id: o.id, kind: o.kind, access: JSON.parse(o.access) })) },
+        },
+      ];
+      await appendAudit(trx, this.store.dialect, entries);
+    });
+    this.metrics?.deadLettered.inc({ lock_system: lockSystemId });
+    for (const o of ops) this.metrics?.operations.inc({ lock_system: lockSystemId, kind: o.kind, outcome: 'dead' });
+    this.log.error({ lockSystem: lockSystemId, personId, failedJob: failedId, error }, 'apply job dead-lettered');
+  }
+
+  private async personRef(personId: string): Promise<PersonRef> {
+    const id = await this.identities.loadIdentity(personId);
+    const ref: PersonRef = { personId, externalId: personId };
+    if (id?.givenName) ref.givenName = id.givenName;
+    if (id?.familyName) ref.familyName = id.familyName;
+    if (id?.email) ref.email = id.email;
+    if (id?.attributes.terminationDate) ref.terminationDate = id.attributes.terminationDate;
+    return ref;
+  }
+}

@@ -1,0 +1,179 @@
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import { appendAudit } from '../audit/audit.ts';
+import type { Config } from '../config/schema.ts';
+import { applyToState, plan } from '../domain/planner.ts';
+import { desiredAccess, managedAccess, matchingRules } from '../domain/policy.ts';
+import type { ActualState, PlannedOperation } from '../domain/types.ts';
+import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import type { Store } from '../store/db.ts';
+import type { IdentityRepo } from '../store/identities.ts';
+
+/**
+ * Reconciles one person: identity + policy → desired access; desired vs. actual → plan; the plan
+ * replaces whatever was still pending for the person. Level-triggered: it does not care which
+ * event woke it, so duplicates, reordering and replays only cost a no-op plan.
+ *
+ * "Actual" is what lock systems accepted plus what is running right now (a running grant will
+ * land; planning as if it had avoids leaking it). Pending operations are superseded, not
+ * stacked. The dirty mark is cleared only if its generation is unchanged, so a change that
+ * arrives mid-reconcile leaves the mark and the caller runs the person again.
+ */
+
+export interface ReconcileResult {
+  personId: string;
+  correlationId: string;
+  desired: Record<string, string[]>;
+  rules: string[];
+  operations: PlannedOperation[];
+  /** True when the person changed again while we planned: run once more. */
+  requeue: boolean;
+}
+
+export type ApplyNotifier = (items: Array<{ lockSystemId: string; personId: string; priority: number }>) => Promise<void> | void;
+
+export class Reconciler {
+  private readonly store: Store;
+  private readonly identities: IdentityRepo;
+  private readonly cfg: Config;
+  private readonly managed: Map<string, Set<string>>;
+  private readonly systems: Set<string>;
+  private readonly log: Logger;
+  private readonly metrics: Metrics | undefined;
+  private notifyApply: ApplyNotifier;
+
+  constructor(deps: { store: Store; identities: IdentityRepo; config: Config; log: Logger; metrics?: Metrics; onApply?: ApplyNotifier }) {
+    this.store = deps.store;
+    this.identities = deps.identities;
+    this.cfg = deps.config;
+    this.log = deps.log;
+    this.metrics = deps.metrics;
+    this.managed = managedAccess(this.cfg.policy.rules);
+    this.systems = new Set(this.cfg.lockSystems.map((l) => l.id));
+    this.notifyApply = deps.onApply ?? (() => {});
+  }
+
+  onApply(fn: ApplyNotifier): void {
+    this.notifyApply = fn;
+  }
+
+  /** Computes the plan without writing anything. */
+  async dryRun(personId: string): Promise<ReconcileResult> {
+    return this.run(personId, true);
+  }
+
+  async reconcile(personId: string): Promise<ReconcileResult> {
+    return this.run(personId, false);
+  }
+
+  private async run(personId: string, dryRun: boolean): Promise<ReconcileResult> {
+    const db = this.store.db;
+    const dirty = await db.selectFrom('dirty').select(['generation', 'correlation_id']).where('person_id', '=', personId).executeTakeFirst();
+    const correlationId = dirty?.correlation_id ?? randomUUID();
+    const identity = await this.identities.loadIdentity(personId);
+    const desired = desiredAccess(identity, this.cfg.policy.rules);
+    const desiredOut = Object.fromEntries([...desired].map(([k, v]) => [k, [...v].sort()]));
+    const rules = matchingRules(identity, this.cfg.policy.rules);
+    const now = Date.now();
+    let operations: PlannedOperation[] = [];
+    let requeue = false;
+
+    const body = async (trx: typeof db) => {
+      const states = await trx.selectFrom('lock_state').select(['lock_system_id', 'access', 'departed']).where('person_id', '=', personId).execute();
+      const inflight = await trx
+        .selectFrom('operations')
+        .select(['seq', 'id', 'lock_system_id', 'kind', 'access', 'state', 'priority'])
+        .where('person_id', '=', personId)
+        .where('state', 'in', ['pending', 'running'])
+        .orderBy('seq')
+        .execute();
+      const actual = new Map<string, ActualState>();
+      for (const s of states) {
+        if (!this.systems.has(s.lock_system_id)) continue;
+        actual.set(s.lock_system_id, { access: new Set(JSON.parse(s.access) as string[]), left: s.departed === 1 });
+      }
+      for (const op of inflight)
+        if (op.state === 'running' && this.systems.has(op.lock_system_id))
+          actual.set(op.lock_system_id, applyToState(actual.get(op.lock_system_id), { kind: op.kind as PlannedOperation['kind'], access: JSON.parse(op.access) }));
+      operations = plan({ active: identity?.active ?? false, desired, actual, managed: this.managed }).filter((o) => this.systems.has(o.lockSystemId));
+      if (dryRun) return;
+
+      const pending = inflight.filter((o) => o.state === 'pending');
+      const unchanged =
+        pending.length === operations.length &&
+        pending.every((p, i) => {
+          const o = operations[i]!;
+          return p.lock_system_id === o.lockSystemId && p.kind === o.kind && p.access === JSON.stringify(o.access);
+        });
+      if (!unchanged) {
+        if (pending.length)
+          await trx
+            .updateTable('operations')
+            .set({ state: 'superseded' })
+            .where('id', 'in', pending.map((p) => p.id))
+            .execute();
+        if (operations.length)
+          await trx
+            .insertInto('operations')
+            .values(
+              operations.map((o) => ({
+                id: randomUUID(),
+                person_id: personId,
+                lock_system_id: o.lockSystemId,
+                kind: o.kind,
+                access: JSON.stringify(o.access),
+                priority: o.priority,
+                state: 'pending' as const,
+                attempts: 0,
+                correlation_id: correlationId,
+                requested_at: now,
+                started_at: null,
+                accepted_at: null,
+                effective_at: null,
+                last_error: null,
+                result: null,
+              })),
+            )
+            .execute();
+        await appendAudit(trx as never, this.store.dialect, [
+          {
+            actor: 'system:reconciler',
+            action: 'plan',
+            subject: `person:${personId}`,
+            personId,
+            correlationId,
+            detail: {
+              active: identity?.active ?? false,
+              exists: identity !== null,
+              rules,
+              desired: desiredOut,
+              operations: operations.map((o) => ({ lockSystem: o.lockSystemId, kind: o.kind, access: o.access })),
+              superseded: pending.length,
+            },
+          },
+        ]);
+      }
+      if (dirty) await trx.deleteFrom('dirty').where('person_id', '=', personId).where('generation', '=', dirty.generation).execute();
+      const still = await trx.selectFrom('dirty').select('generation').where('person_id', '=', personId).executeTakeFirst();
+      requeue = still !== undefined;
+    };
+
+    if (dryRun) await body(db);
+    else
+      await db.transaction().execute(async (trx) => {
+        // One reconciler at a time per person across processes (SQLite already has one writer).
+        if (this.store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${personId}))`.execute(trx);
+        await body(trx as never);
+      });
+
+    if (!dryRun) {
+      this.metrics?.reconciles.inc({ result: operations.length ? 'planned' : 'noop' });
+      const byLs = new Map<string, number>();
+      for (const o of operations) byLs.set(o.lockSystemId, Math.min(byLs.get(o.lockSystemId) ?? Infinity, o.priority));
+      if (byLs.size) await this.notifyApply([...byLs].map(([lockSystemId, priority]) => ({ lockSystemId, personId, priority })));
+      this.log.debug({ personId, correlationId, operations: operations.length, requeue }, 'reconciled');
+    }
+    return { personId, correlationId, desired: desiredOut, rules, operations, requeue };
+  }
+}

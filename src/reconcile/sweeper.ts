@@ -1,0 +1,56 @@
+import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import type { Queues } from '../queue/queues.ts';
+import type { Store } from '../store/db.ts';
+
+/**
+ * The database is the source of truth and Redis may lose anything (flush, failover, a crash
+ * between commit and enqueue). The sweeper re-adds a job for every dirty person and every
+ * unfinished operation older than `sweepAfterMs`. Job ids are derived from the work, so adding
+ * a job that still exists is a no-op: sweeping is always safe, only its cost varies.
+ */
+export class Sweeper {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private readonly deps: { store: Store; queues: Queues; log: Logger; metrics?: Metrics; intervalMs: number; afterMs: number; batch?: number };
+
+  constructor(deps: { store: Store; queues: Queues; log: Logger; metrics?: Metrics; intervalMs: number; afterMs: number; batch?: number }) {
+    this.deps = deps;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => {
+      if (!this.running)
+        this.running = this.sweep()
+          .then(() => undefined, (err: Error) => this.deps.log.warn({ err: err.message }, 'sweep failed'))
+          .finally(() => (this.running = undefined));
+    }, this.deps.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+  }
+
+  /** One pass; returns how many jobs were (re-)offered to the queues. */
+  async sweep(): Promise<{ reconcile: number; apply: number }> {
+    const { store, queues, afterMs } = this.deps;
+    const batch = this.deps.batch ?? 5000;
+    const cutoff = Date.now() - afterMs;
+    const dirty = await store.db.selectFrom('dirty').select(['person_id', 'priority']).where('marked_at', '<=', cutoff).orderBy('priority').orderBy('marked_at').limit(batch).execute();
+    await queues.enqueueReconcile(dirty.map((d) => ({ personId: d.person_id, priority: d.priority })));
+    const ops = await store.db
+      .selectFrom('operations')
+      .select(['lock_system_id', 'person_id', (eb) => eb.fn.min('priority').as('priority')])
+      .where('state', 'in', ['pending', 'running'])
+      .where('requested_at', '<=', cutoff)
+      .groupBy(['lock_system_id', 'person_id'])
+      .limit(batch)
+      .execute();
+    await queues.enqueueApply(ops.map((o) => ({ lockSystemId: o.lock_system_id, personId: o.person_id, priority: Number(o.priority) })));
+    if (dirty.length) this.deps.metrics?.sweptJobs.inc({ queue: 'reconcile' }, dirty.length);
+    if (ops.length) this.deps.metrics?.sweptJobs.inc({ queue: 'apply' }, ops.length);
+    return { reconcile: dirty.length, apply: ops.length };
+  }
+}
