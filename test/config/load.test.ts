@@ -1,0 +1,81 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseConfig, resolveConfigPath } from '../../src/config/load.ts';
+
+const problems = (text: string, env: NodeJS.ProcessEnv = {}) => {
+  try {
+    parseConfig(text, 'x.yaml', env);
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  throw new Error('expected the config to be rejected');
+};
+
+describe('config', () => {
+  it('an empty file gives working defaults', () => {
+    const c = parseConfig('', 'x', {});
+    expect(c.store).toMatchObject({ driver: 'sqlite', sqlite: { path: './data/lockstep.db' } });
+    expect(c.redis.url).toBe('redis://127.0.0.1:6379');
+    expect(c.server.port).toBe(8080);
+  });
+
+  it('interpolates ${ENV} in strings, with defaults, and types whole-value numbers', () => {
+    const c = parseConfig('server: { port: "${PORT}", host: "${HOST:-0.0.0.0}" }\nredis: { url: "redis://${RH}:6379" }', 'x', { PORT: '9000', RH: 'cache' });
+    expect(c.server).toMatchObject({ port: 9000, host: '0.0.0.0' });
+    expect(c.redis.url).toBe('redis://cache:6379');
+  });
+
+  it('a secret containing YAML syntax stays a plain string', () => {
+    const c = parseConfig(
+      'lockSystems: [{ id: a, kind: iloq, iloq: { serverUrl: "http://x/iloqws", customerCode: C, userName: u, password: "${PW}" } }]',
+      'x',
+      { PW: 'a: [b, {c' },
+    );
+    expect(c.lockSystems[0]!.iloq.password).toBe('a: [b, {c');
+  });
+
+  it('names each bad path and why', () => {
+    const p = problems(
+      `server: { port: 70000, colour: blue }
+store: { driver: mysql }
+lockSystems: [{ id: "Bad Id", kind: iloq, iloq: { serverUrl: "not a url", customerCode: C, userName: u } }]
+admin: { tokens: [{ name: ops, sha256: "abc", role: root }] }`,
+    );
+    expect(p).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^server\.port: /),
+        expect.stringMatching(/^server: unknown key\(s\) "colour"/),
+        expect.stringMatching(/^store\.driver: /),
+        expect.stringMatching(/^lockSystems\[0\]\.id: must be 1-63 characters/),
+        expect.stringMatching(/^lockSystems\[0\]\.iloq\.serverUrl: /),
+        expect.stringMatching(/^lockSystems\[0\]\.iloq\.password: /),
+        expect.stringMatching(/^admin\.tokens\[0\]\.sha256: must be a lowercase hex SHA-256/),
+        expect.stringMatching(/^admin\.tokens\[0\]\.role: /),
+      ]),
+    );
+  });
+
+  it('cross-checks rules against lock systems and missing environment variables', () => {
+    expect(problems('policy: { rules: [{ name: r, when: { groups: [G] }, grant: [{ lockSystem: nope, access: [A] }] }] }')).toEqual([
+      'policy.rules[0].grant[0].lockSystem: unknown lock system "nope" (configured: none)',
+    ]);
+    expect(problems('redis: { url: "${REDIS_URL}" }')).toEqual(['redis.url: environment variable REDIS_URL is not set']);
+  });
+
+  it('reports YAML syntax errors and unreadable files', () => {
+    expect(problems('server: [unclosed')[0]).toMatch(/^YAML: /);
+    expect(() => loadConfig('/nonexistent/lockstep.yaml')).toThrow(/cannot read the file/);
+  });
+
+  it('takes the path from --config or LOCKSTEP_CONFIG', () => {
+    expect(resolveConfigPath(['serve', '--config', 'a.yaml'], {})).toBe('a.yaml');
+    expect(resolveConfigPath(['serve', '--config=b.yaml'], {})).toBe('b.yaml');
+    expect(resolveConfigPath(['serve'], { LOCKSTEP_CONFIG: 'c.yaml' })).toBe('c.yaml');
+    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    writeFileSync(join(dir, 'l.yaml'), 'log: { level: debug }');
+    expect(loadConfig(join(dir, 'l.yaml')).log.level).toBe('debug');
+  });
+});
