@@ -1,0 +1,581 @@
+/**
+ * LockSystem adapter for iLOQ 5 Series through the Public API v2.
+ *
+ * Mapping of lockstep's vocabulary:
+ * - person ↔ iLOQ Person correlated by `ExternalPersonId` (created on first grant);
+ * - access name ↔ SecurityAccess of Type 3 ("API access") with that Name. Only Type 3 is ever
+ *   added, removed or re-sent changed: it is the managed catalogue. Standard accesses given in
+ *   iLOQ Manager stay on the key (they are re-sent unchanged when a full replace is needed);
+ * - every change to a key is followed by CanOrder → Order so that it reaches the physical key.
+ *   "Accepted" is the API call succeeding; "effective" is the last-programmed view (mode 2)
+ *   catching up with the current view (mode 1), reported by readPerson as `programmed`.
+ *
+ * Operations are "ensure", never "toggle": each reads the key first and only writes the
+ * difference. If an earlier attempt changed a key but died before ordering, the re-apply sees
+ * no difference in mode 1 but one between mode 1 and mode 2, and orders then (CanOrder 4, "not
+ * in planning", is read as "already ordered").
+ *
+ * Leave: removes *every* Type 3 access from each key (not only `req.access`): a leaver keeps no
+ * API-managed access even if policy or the catalogue changed meanwhile, and Type 3 is exactly the
+ * managed catalogue the port allows us to touch. It sets the key end date (time-limit slot 1) to
+ * now, drops the KeyScheduler (it would renew the end date automatically), sets Key.ExpireDate
+ * and Person.EmploymentEndDate, then orders programming. An end date already in the past is kept.
+ * Reinstate clears the end date (or sets it to `person.terminationDate`), clears ExpireDate and
+ * EmploymentEndDate, grants `req.access` if given, and orders programming. A KeyScheduler dropped
+ * at leave is not restored.
+ *
+ * A key refused permanently (400: e.g. blocklisted, not API-changeable) is reported as `skipped`
+ * with the reason and the other keys are still processed; transient failures (retryable, rate
+ * limited, auth) abort the operation so that the queue retries it whole, which is safe because
+ * every step is idempotent.
+ */
+
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { LockSystemConfig } from '../../../src/config/schema.ts';
+import {
+  LockSystemError,
+  type ApplyRequest,
+  type ApplyResult,
+  type KeyResult,
+  type LockKey,
+  type LockPerson,
+  type LockSystem,
+  type PersonRef,
+} from '../../../src/ports/lock-system.ts';
+import { IloqClient, type IloqLogger } from './client.ts';
+import { LockGroupClock } from './time.ts';
+import {
+  CanAddResult,
+  CanDeleteResult,
+  CanOrderResult,
+  KeyState,
+  SecurityAccessType,
+  View,
+  canAddText,
+  canDeleteText,
+  canOrderText,
+  describeCode,
+  type GetKeySecurityAccessesResult,
+  type GetTimeLimitsResult,
+  type Key,
+  type KeyTimeLimitSlot,
+  type Person,
+  type SecurityAccess,
+  type UpdateKeySecurityAccessesParam,
+} from './wire.ts';
+
+/** The catalogue is re-read at most this often when a name is not found. */
+const CATALOGUE_MIN_REFRESH_MS = 1_000;
+/** ... and in any case after this long. */
+const CATALOGUE_TTL_MS = 5 * 60_000;
+
+interface Catalogue {
+  loadedAt: number;
+  /** Type 3 accesses by exact name. */
+  byName: Map<string, SecurityAccess[]>;
+  /** Type 3 accesses by lower-cased name. */
+  byFoldedName: Map<string, SecurityAccess[]>;
+}
+
+interface Ordered {
+  ordered: boolean;
+  reason?: string;
+}
+
+const lc = (s: string) => s.toLowerCase();
+const enc = encodeURIComponent;
+const isApi = (sa: SecurityAccess) => sa.Type === SecurityAccessType.api;
+
+export class IloqLockSystem implements LockSystem {
+  readonly id: string;
+  readonly kind = 'iloq';
+  private readonly client: IloqClient;
+  private readonly log: IloqLogger;
+  private readonly cfg: LockSystemConfig;
+  private cat: Catalogue | null = null;
+  private catLoad: Promise<Catalogue> | null = null;
+  private clock: LockGroupClock | null = null;
+  private clockZoneName: string | undefined;
+
+  constructor(config: LockSystemConfig, logger?: Logger) {
+    this.cfg = config;
+    this.id = config.id;
+    this.log = logger ? logger.child({ lockSystem: config.id }) : silent();
+    const i = config.iloq;
+    this.client = new IloqClient({
+      serverUrl: i.serverUrl,
+      customerCode: i.customerCode,
+      userName: i.userName,
+      password: i.password,
+      apiKey: i.apiKey,
+      lockGroupId: i.lockGroupId,
+      requestTimeoutMs: config.apply.requestTimeoutMs,
+      connections: Math.max(8, config.apply.concurrency * 2),
+      logger: this.log,
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.client.login();
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+
+  async ping(): Promise<void> {
+    await this.client.get('/api/v2/Test');
+  }
+
+  async catalogue(): Promise<string[]> {
+    const cat = await this.loadCatalogue(false);
+    const names = new Set<string>();
+    for (const [name, list] of cat.byName) if (list.some((sa) => sa.Status === 0)) names.add(name);
+    return [...names].sort();
+  }
+
+  async readPerson(externalId: string): Promise<LockPerson | null> {
+    const person = await this.findPerson(externalId);
+    if (!person) return null;
+    const clock = await this.lockGroupClock();
+    const keys = await this.keysOf(person.Person_ID);
+    const out: LockKey[] = await Promise.all(
+      keys.map(async (key) => {
+        const kid = key.FNKey_ID;
+        const [current, programmed, limits] = await Promise.all([
+          this.keyAccesses(kid, View.current),
+          this.keyAccesses(kid, View.lastProgrammed),
+          this.timeLimits(kid, View.current),
+        ]);
+        const end = clock.normalise(endSlot(limits)?.LimitDateLg);
+        const candidates = [end ? clock.toDate(end) : undefined, key.ExpireDate ? new Date(key.ExpireDate) : undefined].filter(
+          (d): d is Date => d !== undefined && !Number.isNaN(d.getTime()),
+        );
+        const validUntil = candidates.length ? new Date(Math.min(...candidates.map((d) => d.getTime()))).toISOString() : undefined;
+        return {
+          keyId: kid,
+          access: current.filter(isApi).map((sa) => sa.Name ?? sa.SecurityAccess_ID).sort(),
+          ...(validUntil ? { validUntil } : {}),
+          programmed: key.IsProgrammed !== false && sameIds(current, programmed),
+        };
+      }),
+    );
+    return { remotePersonId: person.Person_ID, externalId, keys: out };
+  }
+
+  async apply(req: ApplyRequest): Promise<ApplyResult> {
+    this.log.debug({ operationId: req.operationId, kind: req.kind, personId: req.person.personId }, 'iloq apply');
+    switch (req.kind) {
+      case 'grant':
+        return this.grant(req);
+      case 'revoke':
+        return this.revoke(req);
+      case 'leave':
+        return this.leave(req);
+      case 'reinstate':
+        return this.reinstate(req);
+      default:
+        throw new LockSystemError('permanent', `unsupported operation kind ${String((req as { kind: unknown }).kind)}`);
+    }
+  }
+
+  // ---- operations ------------------------------------------------------------------------
+
+  private async grant(req: ApplyRequest): Promise<ApplyResult> {
+    const wanted = await this.resolve(req.access, 'grant');
+    const person = await this.ensurePerson(req.person);
+    const clock = await this.lockGroupClock();
+    const endDate = req.person.terminationDate ? clock.format(new Date(req.person.terminationDate)) : undefined;
+    const keys = await this.keysOf(person.Person_ID);
+    const results: KeyResult[] = [];
+    for (const key of keys) {
+      results.push(
+        await this.perKey(key, async () => {
+          const current = await this.keyAccesses(key.FNKey_ID, View.current);
+          let changed = false;
+          if (endDate !== undefined) changed = (await this.ensureEndDate(key, current, clock, endDate)) || changed;
+          const added = await this.addMissing(key.FNKey_ID, current, wanted);
+          return this.finish(key.FNKey_ID, changed || added.changed, added.problems, () =>
+            this.pending(key.FNKey_ID, current, wanted, endDate !== undefined ? clock : undefined),
+          );
+        }),
+      );
+    }
+    return { outcome: 'applied', keys: results, remotePersonId: person.Person_ID };
+  }
+
+  private async revoke(req: ApplyRequest): Promise<ApplyResult> {
+    const person = await this.findPerson(req.person.externalId);
+    if (!person) return { outcome: 'absent', keys: [] };
+    const unwanted = await this.resolve(req.access, 'revoke');
+    const keys = await this.keysOf(person.Person_ID);
+    const results: KeyResult[] = [];
+    for (const key of keys) {
+      results.push(
+        await this.perKey(key, async () => {
+          const current = await this.keyAccesses(key.FNKey_ID, View.current);
+          const present = new Set(current.map((sa) => lc(sa.SecurityAccess_ID)));
+          let changed = false;
+          const problems: string[] = [];
+          for (const sa of unwanted) {
+            if (!present.has(lc(sa.SecurityAccess_ID))) continue;
+            const path = `/api/v2/Keys/${enc(key.FNKey_ID)}/SecurityAccesses/${enc(sa.SecurityAccess_ID)}`;
+            const can = Number(await this.client.get(`${path}/CanDelete`));
+            if (can === CanDeleteResult.linkMissing) continue;
+            if (can !== CanDeleteResult.ok) {
+              problems.push(`"${sa.Name}" not removed: ${describeCode(canDeleteText, can, 'CanDelete')}`);
+              continue;
+            }
+            await this.client.delete(path);
+            changed = true;
+          }
+          return this.finish(key.FNKey_ID, changed, problems, () => this.pending(key.FNKey_ID, current, unwanted));
+        }),
+      );
+    }
+    return { outcome: 'applied', keys: results, remotePersonId: person.Person_ID };
+  }
+
+  private async leave(req: ApplyRequest): Promise<ApplyResult> {
+    const person = await this.findPerson(req.person.externalId);
+    if (!person) return { outcome: 'absent', keys: [] };
+    const clock = await this.lockGroupClock();
+    const now = new Date();
+    const nowLocal = clock.format(now);
+    await this.setEmploymentEnd(person, clock, now);
+    const keys = await this.keysOf(person.Person_ID);
+    const results: KeyResult[] = [];
+    for (const key of keys) {
+      results.push(
+        await this.perKey(key, async () => {
+          const kid = key.FNKey_ID;
+          const [current, limits] = await Promise.all([this.keyAccesses(kid, View.current), this.timeLimits(kid, View.current)]);
+          const existingEnd = clock.normalise(endSlot(limits)?.LimitDateLg);
+          const endInPast = existingEnd !== undefined && existingEnd <= nowLocal;
+          let changed = false;
+          if (current.some(isApi) || !endInPast || limits.KeyScheduler) {
+            await this.replaceKeyAccesses(kid, {
+              SecurityAccessIds: current.filter((sa) => !isApi(sa)).map((sa) => sa.SecurityAccess_ID),
+              TimeLimitSlots: withEndSlot(limits.KeyTimeLimitSlots, endInPast ? existingEnd : nowLocal),
+              KeyScheduler: null,
+              OfflineExpirationSeconds: limits.OfflineExpirationSeconds ?? 0,
+              OutsideUserZoneTimeLimitTitleSlots: limits.OutsideUserZoneTimeLimitTitleSlots ?? null,
+            });
+            changed = true;
+          }
+          const expires = key.ExpireDate ? Date.parse(key.ExpireDate) : NaN;
+          if (!(expires <= now.getTime())) {
+            await this.client.put('/api/v2/Keys', { Key: { ...key, ExpireDate: now.toISOString() } });
+            changed = true;
+          }
+          return this.finish(kid, changed, [], async () => {
+            const [programmed, programmedLimits] = await Promise.all([
+              this.keyAccesses(kid, View.lastProgrammed),
+              this.timeLimits(kid, View.lastProgrammed),
+            ]);
+            const programmedEnd = clock.normalise(endSlot(programmedLimits)?.LimitDateLg);
+            return programmed.some(isApi) || programmedEnd === undefined || programmedEnd > nowLocal;
+          });
+        }),
+      );
+    }
+    return { outcome: 'applied', keys: results, remotePersonId: person.Person_ID };
+  }
+
+  private async reinstate(req: ApplyRequest): Promise<ApplyResult> {
+    const person = await this.findPerson(req.person.externalId);
+    if (!person) return { outcome: 'absent', keys: [] };
+    const wanted = req.access.length ? await this.resolve(req.access, 'grant') : [];
+    const clock = await this.lockGroupClock();
+    const term = req.person.terminationDate;
+    const endDate = term ? clock.format(new Date(term)) : undefined;
+    await this.updatePerson(person, { EmploymentEndDate: endDate ?? null });
+    const keys = await this.keysOf(person.Person_ID);
+    const results: KeyResult[] = [];
+    for (const key of keys) {
+      results.push(
+        await this.perKey(key, async () => {
+          const kid = key.FNKey_ID;
+          const current = await this.keyAccesses(kid, View.current);
+          let changed = await this.ensureEndDate(key, current, clock, endDate);
+          const wantedExpire = term ? new Date(term).toISOString() : null;
+          const currentExpire = key.ExpireDate ? Date.parse(key.ExpireDate) : null;
+          if (currentExpire !== (wantedExpire === null ? null : Date.parse(wantedExpire))) {
+            await this.client.put('/api/v2/Keys', { Key: { ...key, ExpireDate: wantedExpire } });
+            changed = true;
+          }
+          const added = await this.addMissing(kid, current, wanted);
+          return this.finish(kid, changed || added.changed, added.problems, () => this.pending(kid, current, wanted, clock));
+        }),
+      );
+    }
+    return { outcome: 'applied', keys: results, remotePersonId: person.Person_ID };
+  }
+
+  // ---- key steps -------------------------------------------------------------------------
+
+  /** Runs one key's work; a permanent refusal of this key becomes a `skipped` result. */
+  private async perKey(key: Key, work: () => Promise<KeyResult>): Promise<KeyResult> {
+    try {
+      return await work();
+    } catch (err) {
+      if (err instanceof LockSystemError && err.kind === 'permanent') {
+        this.log.warn({ keyId: key.FNKey_ID, err: err.message }, 'iloq key skipped');
+        return { keyId: key.FNKey_ID, change: 'skipped', reason: err.message };
+      }
+      throw err;
+    }
+  }
+
+  private async addMissing(keyId: string, current: SecurityAccess[], wanted: SecurityAccess[]): Promise<{ changed: boolean; problems: string[] }> {
+    const present = new Set(current.map((sa) => lc(sa.SecurityAccess_ID)));
+    const missing = wanted.filter((sa) => !present.has(lc(sa.SecurityAccess_ID)));
+    const problems: string[] = [];
+    let changed = false;
+    for (let i = 0; i < missing.length; i++) {
+      const sa = missing[i]!;
+      const can = Number(await this.client.get(`/api/v2/Keys/${enc(keyId)}/SecurityAccesses/CanAdd`));
+      if (can !== CanAddResult.ok) {
+        // CanAdd is key-level: the same answer holds for every access still missing.
+        const names = missing.slice(i).map((x) => `"${x.Name}"`).join(', ');
+        problems.push(`${names} not added: ${describeCode(canAddText, can, 'CanAdd')}`);
+        break;
+      }
+      await this.client.post(`/api/v2/Keys/${enc(keyId)}/SecurityAccesses`, { SecurityAccess_ID: sa.SecurityAccess_ID });
+      changed = true;
+    }
+    return { changed, problems };
+  }
+
+  /** Makes slot 1 (end date) equal `endDate` (absent when undefined); true when it wrote. */
+  private async ensureEndDate(key: Key, current: SecurityAccess[], clock: LockGroupClock, endDate: string | undefined): Promise<boolean> {
+    const limits = await this.timeLimits(key.FNKey_ID, View.current);
+    if (clock.normalise(endSlot(limits)?.LimitDateLg) === endDate) return false;
+    await this.replaceKeyAccesses(key.FNKey_ID, {
+      SecurityAccessIds: current.map((sa) => sa.SecurityAccess_ID),
+      TimeLimitSlots: withEndSlot(limits.KeyTimeLimitSlots, endDate),
+      KeyScheduler: limits.KeyScheduler ?? null,
+      OfflineExpirationSeconds: limits.OfflineExpirationSeconds ?? 0,
+      OutsideUserZoneTimeLimitTitleSlots: limits.OutsideUserZoneTimeLimitTitleSlots ?? null,
+    });
+    return true;
+  }
+
+  /**
+   * Orders programming when the key changed; when it did not, orders only if an earlier change
+   * is still unprogrammed (`pending`). Problems make the key `skipped` for the worklist.
+   */
+  private async finish(keyId: string, changed: boolean, problems: string[], pending: () => Promise<boolean>): Promise<KeyResult> {
+    let ordered: Ordered = { ordered: false };
+    if (changed) ordered = await this.order(keyId, false);
+    else if (await pending()) ordered = await this.order(keyId, true);
+    const reasons = [...problems, ...(ordered.reason ? [ordered.reason] : [])];
+    return {
+      keyId,
+      change: problems.length ? 'skipped' : changed ? 'changed' : 'unchanged',
+      ...(reasons.length ? { reason: reasons.join('; ') } : {}),
+      programmingOrdered: ordered.ordered,
+    };
+  }
+
+  private async order(keyId: string, maybeAlreadyOrdered: boolean): Promise<Ordered> {
+    const can = Number(await this.client.get(`/api/v2/Keys/${enc(keyId)}/CanOrder`));
+    if (can === 0) {
+      await this.client.post(`/api/v2/Keys/${enc(keyId)}/Order`);
+      return { ordered: true };
+    }
+    // Re-apply of an already ordered change: the key is no longer in planning.
+    if (maybeAlreadyOrdered && can === CanOrderResult.wrongState) return { ordered: true };
+    return { ordered: false, reason: `programming not ordered: ${describeCode(canOrderText, can, 'CanOrder')}` };
+  }
+
+  /** True when the accesses in scope (and, with a clock, the end date) differ between current and last programmed. */
+  private async pending(keyId: string, current: SecurityAccess[], scope: SecurityAccess[], clock?: LockGroupClock): Promise<boolean> {
+    if (scope.length === 0 && !clock) return false;
+    const [programmed, limits] = await Promise.all([
+      this.keyAccesses(keyId, View.lastProgrammed),
+      clock ? Promise.all([this.timeLimits(keyId, View.current), this.timeLimits(keyId, View.lastProgrammed)]) : undefined,
+    ]);
+    const cur = new Set(current.map((sa) => lc(sa.SecurityAccess_ID)));
+    const prog = new Set(programmed.map((sa) => lc(sa.SecurityAccess_ID)));
+    if (scope.some((sa) => cur.has(lc(sa.SecurityAccess_ID)) !== prog.has(lc(sa.SecurityAccess_ID)))) return true;
+    if (clock && limits) return clock.normalise(endSlot(limits[0])?.LimitDateLg) !== clock.normalise(endSlot(limits[1])?.LimitDateLg);
+    return false;
+  }
+
+  // ---- reads and writes ------------------------------------------------------------------
+
+  private async keyAccesses(keyId: string, mode: number): Promise<SecurityAccess[]> {
+    const r = await this.client.get<GetKeySecurityAccessesResult | undefined>(`/api/v2/Keys/${enc(keyId)}/SecurityAccesses`, { mode });
+    return r?.SecurityAccesses ?? [];
+  }
+
+  private async timeLimits(keyId: string, mode: number): Promise<GetTimeLimitsResult> {
+    const r = await this.client.get<GetTimeLimitsResult | undefined>(`/api/v2/Keys/${enc(keyId)}/TimeLimitTitles`, { mode });
+    return r ?? { KeyScheduler: null, KeyTimeLimitSlots: [], OfflineExpirationSeconds: 0, OutsideUserZoneTimeLimitTitleSlots: null };
+  }
+
+  private async replaceKeyAccesses(keyId: string, body: UpdateKeySecurityAccessesParam): Promise<void> {
+    await this.client.put(`/api/v2/Keys/${enc(keyId)}/SecurityAccesses`, body);
+  }
+
+  private async keysOf(personId: string): Promise<Key[]> {
+    const r = await this.client.get<{ Keys?: Key[] | null } | undefined>(`/api/v2/Persons/${enc(personId)}/Keys`);
+    return (r?.Keys ?? []).filter((k) => k.State !== KeyState.deleted && k.State !== KeyState.returned);
+  }
+
+  private async findPerson(externalId: string): Promise<Person | null> {
+    const list = await this.client.get<Person[] | undefined>('/api/v2/Persons/GetByExternalPersonIds', { externalPersonIds: [externalId] });
+    return (list ?? []).find((p) => p.ExternalPersonId === externalId) ?? null;
+  }
+
+  private async ensurePerson(ref: PersonRef): Promise<Person> {
+    const found = await this.findPerson(ref.externalId);
+    if (found) {
+      await this.updatePerson(found, {
+        ...(ref.givenName !== undefined ? { FirstName: ref.givenName } : {}),
+        ...(ref.familyName !== undefined ? { LastName: ref.familyName } : {}),
+        ...(ref.email !== undefined ? { eMail: ref.email } : {}),
+      });
+      return found;
+    }
+    const clock = await this.lockGroupClock();
+    // iLOQ: "integrator defines new GUIDs for ID fields for POST requests".
+    const person: Person = {
+      Person_ID: randomUUID(),
+      PersonCode: ref.externalId,
+      ExternalPersonId: ref.externalId,
+      FirstName: ref.givenName ?? '',
+      LastName: ref.familyName ?? ref.externalId,
+      eMail: ref.email ?? '',
+      Address: '',
+      EmploymentEndDate: ref.terminationDate ? clock.format(new Date(ref.terminationDate)) : null,
+    };
+    const zone = this.cfg.iloq.personZoneId;
+    try {
+      const res = await this.client.post<{ PersonIds?: string[] | null } | undefined>('/api/v2/Persons', { Person: person, ZoneIds: zone ? [zone] : [] });
+      const created = res?.PersonIds?.[0];
+      this.log.info({ personId: ref.personId, remotePersonId: created ?? person.Person_ID }, 'iloq person created');
+      return { ...person, Person_ID: created ?? person.Person_ID };
+    } catch (err) {
+      // Someone else may have created the same ExternalPersonId a moment ago (unique in iLOQ).
+      if (err instanceof LockSystemError && err.kind === 'permanent') {
+        const again = await this.findPerson(ref.externalId);
+        if (again) return again;
+      }
+      throw err;
+    }
+  }
+
+  /** PUT the whole person back with `changes`, only when something differs. */
+  private async updatePerson(person: Person, changes: Partial<Person>): Promise<void> {
+    // iLOQ may hand back '' as null; both mean "not set".
+    const diff = Object.entries(changes).filter(([k, v]) => (person[k] ?? '') !== (v ?? ''));
+    if (diff.length === 0) return;
+    const next = { ...person, ...Object.fromEntries(diff) };
+    await this.client.put('/api/v2/Persons', { Person: next });
+    Object.assign(person, next);
+  }
+
+  private async setEmploymentEnd(person: Person, clock: LockGroupClock, now: Date): Promise<void> {
+    const existing = person.EmploymentEndDate;
+    if (existing) {
+      const local = clock.normalise(existing);
+      const at = local ? clock.toDate(local) : new Date(existing);
+      if (at && !Number.isNaN(at.getTime()) && at.getTime() <= now.getTime()) return;
+    }
+    await this.updatePerson(person, { EmploymentEndDate: clock.format(now) });
+  }
+
+  // ---- catalogue ---------------------------------------------------------------------------
+
+  private async loadCatalogue(force: boolean): Promise<Catalogue> {
+    const age = this.cat ? Date.now() - this.cat.loadedAt : Infinity;
+    if (this.cat && !force && age < CATALOGUE_TTL_MS) return this.cat;
+    if (this.cat && force && age < CATALOGUE_MIN_REFRESH_MS) return this.cat;
+    if (!this.catLoad) {
+      this.catLoad = (async () => {
+        const list = (await this.client.get<SecurityAccess[] | undefined>('/api/v2/SecurityAccesses')) ?? [];
+        const byName = new Map<string, SecurityAccess[]>();
+        const byFoldedName = new Map<string, SecurityAccess[]>();
+        for (const sa of list) {
+          if (!isApi(sa) || !sa.Name) continue;
+          push(byName, sa.Name, sa);
+          push(byFoldedName, lc(sa.Name), sa);
+        }
+        const cat: Catalogue = { loadedAt: Date.now(), byName, byFoldedName };
+        this.cat = cat;
+        return cat;
+      })().finally(() => {
+        this.catLoad = null;
+      });
+    }
+    return this.catLoad;
+  }
+
+  /** Access names → Type 3 SecurityAccesses; re-reads the catalogue once for unknown names. */
+  private async resolve(names: string[], purpose: 'grant' | 'revoke'): Promise<SecurityAccess[]> {
+    if (names.length === 0) return [];
+    let cat = await this.loadCatalogue(false);
+    if (names.some((n) => !lookup(cat, n))) cat = await this.loadCatalogue(true);
+    const out: SecurityAccess[] = [];
+    for (const name of new Set(names)) {
+      const hits = lookup(cat, name);
+      if (!hits) {
+        const known = [...cat.byName.keys()].sort().join(', ') || 'none';
+        throw new LockSystemError('permanent', `unknown iLOQ access "${name}": no API access (SecurityAccess Type 3) has that name (known: ${known})`);
+      }
+      if (hits.length > 1)
+        throw new LockSystemError('permanent', `iLOQ access name "${name}" is ambiguous: ${hits.length} API accesses carry it (${hits.map((h) => h.SecurityAccess_ID).join(', ')})`);
+      const sa = hits[0]!;
+      if (purpose === 'grant' && sa.Status !== 0)
+        throw new LockSystemError('permanent', `iLOQ access "${name}" cannot be granted: its status is ${sa.Status} (only 0, active, can be granted)`);
+      out.push(sa);
+    }
+    return out;
+  }
+
+  private async lockGroupClock(): Promise<LockGroupClock> {
+    const session = this.client.current ?? (await this.client.login());
+    const tz = session.lockGroup.TimeZoneStandardName;
+    if (!this.clock || this.clockZoneName !== tz) {
+      this.clock = new LockGroupClock(tz);
+      this.clockZoneName = tz;
+      if (!this.clock.exact)
+        this.log.warn({ timeZone: tz }, 'iloq lock group time zone not recognised; writing dates as UTC-12 wall time so they are never late');
+    }
+    return this.clock;
+  }
+}
+
+function lookup(cat: Catalogue, name: string): SecurityAccess[] | undefined {
+  return cat.byName.get(name) ?? cat.byFoldedName.get(lc(name));
+}
+
+function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list) list.push(value);
+  else map.set(key, [value]);
+}
+
+function endSlot(limits: GetTimeLimitsResult): KeyTimeLimitSlot | undefined {
+  return (limits.KeyTimeLimitSlots ?? []).find((s) => s.SlotNo === 1);
+}
+
+/** All slots but the end date, plus the end date when given (slot 1 holds only LimitDateLg). */
+function withEndSlot(slots: KeyTimeLimitSlot[] | null, endDate: string | undefined): KeyTimeLimitSlot[] {
+  const rest = (slots ?? []).filter((s) => s.SlotNo !== 1);
+  return endDate === undefined ? rest : [...rest, { SlotNo: 1, LimitDateLg: endDate, TimeLimitData: [] }];
+}
+
+function sameIds(a: SecurityAccess[], b: SecurityAccess[]): boolean {
+  const x = new Set(a.map((sa) => lc(sa.SecurityAccess_ID)));
+  const y = new Set(b.map((sa) => lc(sa.SecurityAccess_ID)));
+  return x.size === y.size && [...x].every((v) => y.has(v));
+}
+
+function silent(): IloqLogger {
+  const noop = () => {};
+  return { debug: noop, info: noop, warn: noop, error: noop } as unknown as IloqLogger;
+}
