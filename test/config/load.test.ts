@@ -79,3 +79,22 @@ admin: { tokens: [{ name: ops, sha256: "abc", role: root }] }`,
     expect(loadConfig(join(dir, 'l.yaml')).log.level).toBe('debug');
   });
 });
+
+describe('shipped configuration files', () => {
+  const root = new URL('../../', import.meta.url).pathname;
+  it('config/lockstep.example.yaml is valid as shipped (what npm start runs)', () => {
+    const c = loadConfig(join(root, 'config/lockstep.example.yaml'), {});
+    expect(c.store.driver).toBe('sqlite');
+    expect(c.simulators).toHaveLength(1);
+    expect(c.lockSystems[0]!.iloq.serverUrl).toBe(`http://127.0.0.1:${c.simulators[0]!.port}/iloqws`);
+  });
+  it('docker/lockstep.yaml is valid with the environment compose sets', () => {
+    const c = loadConfig(join(root, 'docker/lockstep.yaml'), {
+      DATABASE_URL: 'postgres://lockstep:lockstep@postgres:5432/lockstep',
+      REDIS_URL: 'redis://redis:6379',
+      ILOQ_URL: 'http://iloq-sim:8090/iloqws',
+      ILOQ_PASSWORD: 'lockstep-sim',
+    });
+    expect(c.store.driver).toBe('postgres');
+  });
+});

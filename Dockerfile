@@ -1,0 +1,23 @@
+# lockstep: Node 24 runs the TypeScript sources directly (type stripping), so the image holds
+# the sources and production dependencies only; there is no build step to drift from the repo.
+FROM node:24-bookworm-slim AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+
+FROM node:24-bookworm-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+COPY package.json ./
+COPY src ./src
+COPY adapters ./adapters
+COPY config ./config
+# The embedded SQLite store writes here when it is used; mount a volume to keep it.
+RUN mkdir -p /app/data && chown node:node /app/data
+USER node
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=3s --retries=3 \
+  CMD node -e "fetch('http://127.0.0.1:'+(process.env.LOCKSTEP_PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+ENTRYPOINT ["node", "src/cli.ts"]
+CMD ["serve", "--config", "/etc/lockstep/lockstep.yaml"]
