@@ -1,0 +1,611 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ConflictError } from '../../src/store/identities.ts';
+import { BACKENDS } from '../helpers/stores.ts';
+import {
+  ERROR_SCHEMA,
+  GROUP_SCHEMA,
+  type Harness,
+  SCIM_BASE,
+  TOKEN_A,
+  TOKEN_B,
+  harness,
+  json,
+  patch,
+  scim,
+  sources,
+  user,
+  type Res,
+} from './helpers.ts';
+
+const ENTERPRISE = 'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User';
+const LOCKSTEP = 'urn:ietf:params:scim:schemas:extension:lockstep:2.0:User';
+const LIST = 'urn:ietf:params:scim:api:messages:2.0:ListResponse';
+
+function expectScimError(res: Res, status: number, scimType?: string) {
+  expect(res.statusCode, res.body).toBe(status);
+  expect(res.headers['content-type']).toMatch(/^application\/scim\+json/);
+  const body = json(res);
+  expect(body.schemas).toEqual([ERROR_SCHEMA]);
+  expect(body.status).toBe(String(status));
+  expect(typeof body.detail).toBe('string');
+  expect(body.detail.length).toBeGreaterThan(0);
+  if (scimType) expect(body.scimType).toBe(scimType);
+  return body;
+}
+
+async function createUser(h: Harness, userName: string, extra: Record<string, unknown> = {}, token = TOKEN_A): Promise<string> {
+  const res = await scim(h.app, 'POST', '/Users', user(userName, extra), { token });
+  expect(res.statusCode, res.body).toBe(201);
+  return json(res).id as string;
+}
+
+async function createGroup(h: Harness, displayName: string, members: string[] = [], token = TOKEN_A): Promise<string> {
+  const res = await scim(h.app, 'POST', '/Groups', { schemas: [GROUP_SCHEMA], displayName, members: members.map((value) => ({ value })) }, { token });
+  expect(res.statusCode, res.body).toBe(201);
+  return json(res).id as string;
+}
+
+async function memberIds(h: Harness, groupId: string, sourceId = 'entra-a'): Promise<string[]> {
+  const g = await h.repo.getGroup(sourceId, groupId, true);
+  return (g?.members ?? []).map((m) => m.id).sort();
+}
+
+describe.each(BACKENDS)('SCIM server on %s', (backend) => {
+  let h: Harness;
+  beforeEach(async () => {
+    h = await harness(backend);
+  });
+  afterEach(async () => {
+    vi.restoreAllMocks();
+    await h.close();
+  });
+
+  describe('users', () => {
+    it('creates, reads, replaces and deletes a user', async () => {
+      const created = await scim(h.app, 'POST', '/Users', user('alice@example.com', { password: 'Secret123!', externalId: 'ext-1' }));
+      expect(created.statusCode, created.body).toBe(201);
+      expect(created.headers['content-type']).toMatch(/^application\/scim\+json/);
+      const body = json(created);
+      expect(body.id).toMatch(/[0-9a-f-]{36}/);
+      expect(body.password).toBeUndefined();
+      expect(body.meta).toMatchObject({ resourceType: 'User', version: 'W/"1"', location: `${SCIM_BASE}/Users/${body.id}` });
+      expect(created.headers.location).toBe(body.meta.location);
+      expect((await h.repo.getUser('entra-a', body.id))!.resource.password).toBeUndefined();
+
+      const read = await scim(h.app, 'GET', `/Users/${body.id}`);
+      expect(read.statusCode).toBe(200);
+      expect(json(read)).toMatchObject({ id: body.id, userName: 'alice@example.com', externalId: 'ext-1', active: true, groups: [] });
+
+      // Okta's PUT echoes id, meta and groups.
+      const put = await scim(h.app, 'PUT', `/Users/${body.id}`, {
+        ...user('alice@example.com', { name: { givenName: 'Alicia', familyName: 'Smith', middleName: '' } }),
+        id: body.id,
+        meta: body.meta,
+        groups: [],
+      });
+      expect(put.statusCode, put.body).toBe(200);
+      expect(json(put).name).toMatchObject({ givenName: 'Alicia', familyName: 'Smith' });
+      expect(json(put).meta.version).toBe('W/"2"');
+      expect((await h.repo.getUser('entra-a', body.id))!.profile.givenName).toBe('Alicia');
+
+      const del = await scim(h.app, 'DELETE', `/Users/${body.id}`);
+      expect(del.statusCode).toBe(204);
+      expect(del.body).toBe('');
+      expectScimError(await scim(h.app, 'GET', `/Users/${body.id}`), 404);
+    });
+
+    it('maps SCIM attributes and extensions into the policy profile', async () => {
+      const id = await createUser(h, 'bob', {
+        displayName: 'Bob B',
+        title: 'Technician',
+        userType: 'Contractor',
+        emails: [
+          { value: 'bob.home@example.com', type: 'home' },
+          { value: 'Bob@Example.com', type: 'work' },
+        ],
+        roles: ['door-admin', { display: 'Night shift' }, { value: 'auditor', display: 'Auditor' }],
+        [ENTERPRISE]: { department: 'Facilities', division: 'Ops', organization: 'ACME', costCenter: 'CC1', employeeNumber: '42', manager: { value: 'm-1' } },
+        [LOCKSTEP]: { site: 'HEL-1', terminationDate: '2031-01-31T17:00:00Z', contractEndDate: '2030-12-31T00:00:00Z' },
+      });
+      const rec = (await h.repo.getUser('entra-a', id))!;
+      expect(rec.email).toBe('bob@example.com');
+      expect(rec.displayName).toBe('Bob B');
+      expect(rec.profile).toEqual({
+        givenName: 'Given',
+        familyName: 'Family',
+        email: 'Bob@Example.com',
+        roles: ['door-admin', 'Night shift', 'auditor'],
+        attributes: {
+          department: 'Facilities',
+          division: 'Ops',
+          organization: 'ACME',
+          costCenter: 'CC1',
+          employeeNumber: '42',
+          title: 'Technician',
+          userType: 'Contractor',
+          employeeType: 'Contractor',
+          site: 'HEL-1',
+          terminationDate: '2031-01-31T17:00:00.000Z',
+          contractEndDate: '2030-12-31T00:00:00.000Z',
+        },
+      });
+      const read = json(await scim(h.app, 'GET', `/Users/${id}`));
+      expect(read.schemas).toEqual(expect.arrayContaining([ENTERPRISE, LOCKSTEP]));
+      expect(read[LOCKSTEP]).toEqual({ site: 'HEL-1', terminationDate: '2031-01-31T17:00:00.000Z', contractEndDate: '2030-12-31T00:00:00.000Z' });
+      expect(read[ENTERPRISE].manager).toEqual({ value: 'm-1' });
+    });
+
+    it('accepts Entra create bodies: "True" strings, top-level nulls, bare manager, application/json', async () => {
+      const res = await scim(
+        h.app,
+        'POST',
+        '/Users',
+        { ...user('entra.user'), active: 'True', phoneNumbers: null, manager: 'mgr-7', [ENTERPRISE]: { department: 'IT', manager: null }, roles: [] },
+        { contentType: 'application/json' },
+      );
+      expect(res.statusCode, res.body).toBe(201);
+      expect(json(res).active).toBe(true);
+      expect(json(res)[ENTERPRISE]).toEqual({ department: 'IT', manager: { value: 'mgr-7' } });
+    });
+
+    it('rejects a duplicate userName (case-insensitive) with 409 uniqueness', async () => {
+      const first = await createUser(h, 'dup@example.com');
+      expectScimError(await scim(h.app, 'POST', '/Users', user('DUP@example.com')), 409, 'uniqueness');
+      const other = await createUser(h, 'other@example.com');
+      expectScimError(await scim(h.app, 'PUT', `/Users/${other}`, user('Dup@Example.com')), 409, 'uniqueness');
+      expect(first).toBeTruthy();
+    });
+
+    it('answers 404 with a SCIM error for unknown users and groups', async () => {
+      const missing = '00000000-0000-4000-8000-000000000000';
+      expectScimError(await scim(h.app, 'GET', `/Users/${missing}`), 404);
+      expectScimError(await scim(h.app, 'PUT', `/Users/${missing}`, user('x')), 404);
+      expectScimError(await scim(h.app, 'PATCH', `/Users/${missing}`, patch({ op: 'replace', path: 'active', value: false })), 404);
+      expectScimError(await scim(h.app, 'DELETE', `/Users/${missing}`), 404);
+      expectScimError(await scim(h.app, 'GET', `/Groups/${missing}`), 404);
+      expectScimError(await scim(h.app, 'PATCH', `/Groups/${missing}`, patch({ op: 'add', path: 'members', value: [] })), 404);
+      expectScimError(await scim(h.app, 'PATCH', `/Groups/${missing}`, patch()), 404);
+      expectScimError(await scim(h.app, 'DELETE', `/Groups/${missing}`), 404);
+    });
+
+    it('rejects a user without userName with 400', async () => {
+      const { userName: _u, ...noName } = user('x');
+      expectScimError(await scim(h.app, 'POST', '/Users', noName), 400, 'invalidValue');
+    });
+  });
+
+  describe('user PATCH', () => {
+    it('deactivates with Entra\'s "False" string and capitalised op, answering 200 with the resource', async () => {
+      const id = await createUser(h, 'leaver');
+      const res = await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'Replace', path: 'active', value: 'False' }));
+      expect(res.statusCode, res.body).toBe(200);
+      expect(json(res)).toMatchObject({ id, active: false });
+      expect((await h.repo.getUser('entra-a', id))!.active).toBe(false);
+    });
+
+    it("deactivates with Okta's path-less replace", async () => {
+      const id = await createUser(h, 'okta.leaver');
+      const res = await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', value: { active: false } }));
+      expect(res.statusCode, res.body).toBe(200);
+      expect((await h.repo.getUser('entra-a', id))!.active).toBe(false);
+    });
+
+    it('applies Entra multi-attribute replace, work email and the manager forms', async () => {
+      const id = await createUser(h, 'patchy');
+      const res = await scim(
+        h.app,
+        'PATCH',
+        `/Users/${id}`,
+        patch(
+          { op: 'Replace', value: { 'name.givenName': 'Pat', [`${ENTERPRISE}:employeeNumber`]: '777' } },
+          { op: 'Replace', path: 'emails[type eq "work"].value', value: 'pat@example.com' },
+          { op: 'Add', path: 'manager', value: [{ $ref: null, value: 'boss-1' }] },
+        ),
+      );
+      expect(res.statusCode, res.body).toBe(200);
+      const rec = (await h.repo.getUser('entra-a', id))!;
+      expect(rec.profile.givenName).toBe('Pat');
+      expect(rec.profile.attributes.employeeNumber).toBe('777');
+      expect(rec.email).toBe('pat@example.com');
+      expect((rec.resource[ENTERPRISE] as Record<string, unknown>).manager).toEqual({ value: 'boss-1' });
+      const urnForm = await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: `${ENTERPRISE}:manager`, value: 'boss-2' }));
+      expect(urnForm.statusCode, urnForm.body).toBe(200);
+      expect(json(urnForm)[ENTERPRISE].manager).toEqual({ value: 'boss-2' });
+    });
+
+    it('treats an empty Operations list as a no-op', async () => {
+      const id = await createUser(h, 'noop');
+      const res = await scim(h.app, 'PATCH', `/Users/${id}`, patch());
+      expect(res.statusCode, res.body).toBe(200);
+      expect(json(res).meta.version).toBe('W/"1"');
+      expect((await h.repo.getUser('entra-a', id))!.version).toBe(1);
+    });
+
+    it('does not write when a PATCH or PUT changes nothing (Okta password sync, repeated PUT)', async () => {
+      const id = await createUser(h, 'same');
+      const spy = vi.spyOn(h.repo, 'replaceUser');
+      expect((await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', value: { password: 'n3w-Secret!' } }))).statusCode).toBe(200);
+      expect((await scim(h.app, 'PUT', `/Users/${id}`, user('same'))).statusCode).toBe(200);
+      expect(spy).not.toHaveBeenCalled();
+      expect((await h.repo.getUser('entra-a', id))!.version).toBe(1);
+    });
+
+    it('re-applies a PATCH that lost a race with another write', async () => {
+      const id = await createUser(h, 'racer');
+      const original = h.repo.replaceUser.bind(h.repo);
+      let calls = 0;
+      vi.spyOn(h.repo, 'replaceUser').mockImplementation(async (...args) => {
+        calls++;
+        if (calls === 1) throw new ConflictError(`User ${id} was modified concurrently; retry the request`);
+        return original(...args);
+      });
+      const res = await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'displayName', value: 'Racer X' }));
+      expect(res.statusCode, res.body).toBe(200);
+      expect(calls).toBe(2);
+      expect((await h.repo.getUser('entra-a', id))!.displayName).toBe('Racer X');
+    });
+
+    it('rejects an invalid path with 400 invalidPath', async () => {
+      const id = await createUser(h, 'badpath');
+      expectScimError(await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'noSuchAttribute', value: 'x' })), 400, 'invalidPath');
+    });
+  });
+
+  describe('filters and paging', () => {
+    it('filters users in the store, userName case-insensitively', async () => {
+      const a = await createUser(h, 'Anna.Smith@example.com', { externalId: 'E-1', displayName: 'Anna Smith' });
+      const b = await createUser(h, 'bert@example.com', { externalId: 'E-2', displayName: 'Bert' });
+      await scim(h.app, 'PATCH', `/Users/${b}`, patch({ op: 'replace', path: 'active', value: false }));
+      const ids = async (filter: string) => {
+        const res = await scim(h.app, 'GET', `/Users?filter=${encodeURIComponent(filter)}`);
+        expect(res.statusCode, res.body).toBe(200);
+        expect(json(res).schemas).toEqual([LIST]);
+        return (json(res).Resources as Array<{ id: string }>).map((r) => r.id);
+      };
+      expect(await ids('userName eq "anna.smith@EXAMPLE.com"')).toEqual([a]);
+      expect(await ids('USERNAME eq "ANNA.SMITH@example.com"')).toEqual([a]);
+      expect(await ids('externalId eq "E-2"')).toEqual([b]);
+      expect(await ids('emails[type eq "work"].value eq "bert@example.com"')).toEqual([b]);
+      expect(await ids('emails.value eq "ANNA.SMITH@example.com"')).toEqual([a]);
+      expect(await ids('displayName eq "Anna Smith"')).toEqual([a]);
+      expect(await ids(`id eq "${b}"`)).toEqual([b]);
+      expect(await ids('active eq false')).toEqual([b]);
+      expect(await ids('active eq true and userName eq "bert@example.com"')).toEqual([]);
+      expect(await ids('externalId eq "E-1" and userName eq "anna.smith@example.com"')).toEqual([a]);
+      expect(await ids('userName eq "nobody@example.com"')).toEqual([]);
+    });
+
+    it('filters groups by displayName, externalId, id and members.value', async () => {
+      const u = await createUser(h, 'member');
+      const g1 = await createGroup(h, 'Doors North', [u]);
+      const g2 = await createGroup(h, 'Doors South');
+      await scim(h.app, 'PUT', `/Groups/${g2}`, { schemas: [GROUP_SCHEMA], displayName: 'Doors South', externalId: 'X-2' });
+      const ids = async (filter: string) =>
+        (json(await scim(h.app, 'GET', `/Groups?excludedAttributes=members&filter=${encodeURIComponent(filter)}`)).Resources as Array<{ id: string }>).map((r) => r.id);
+      expect(await ids('displayName eq "doors north"')).toEqual([g1]);
+      expect(await ids('externalId eq "X-2"')).toEqual([g2]);
+      expect(await ids(`id eq "${g2}"`)).toEqual([g2]);
+      expect(await ids(`members.value eq "${u}"`)).toEqual([g1]);
+      expect(await ids(`members[value eq "${u}"]`)).toEqual([g1]);
+    });
+
+    it('refuses filters the store cannot serve with 400 invalidFilter', async () => {
+      for (const filter of ['userName sw "a"', 'userName eq "a" or userName eq "b"', 'name.familyName eq "x"', 'meta.lastModified gt "2020-01-01T00:00:00Z"', 'userName eq', 'not (userName eq "a")']) {
+        const body = expectScimError(await scim(h.app, 'GET', `/Users?filter=${encodeURIComponent(filter)}`), 400, 'invalidFilter');
+        expect(body.detail).not.toBe('');
+      }
+      expectScimError(await scim(h.app, 'GET', `/Groups?filter=${encodeURIComponent('displayName co "x"')}`), 400, 'invalidFilter');
+    });
+
+    it('pages in the store with integer startIndex/count and itemsPerPage = returned', async () => {
+      const created: string[] = [];
+      for (let i = 0; i < 5; i++) created.push(await createUser(h, `page${i}`));
+      const page = async (q: string) => {
+        const res = await scim(h.app, 'GET', `/Users?${q}`);
+        expect(res.statusCode, res.body).toBe(200);
+        return json(res);
+      };
+      const p1 = await page('startIndex=1&count=2');
+      expect(p1).toMatchObject({ totalResults: 5, startIndex: 1, itemsPerPage: 2 });
+      const p2 = await page('startIndex=3&count=2');
+      const p3 = await page('startIndex=5&count=2');
+      expect(p3).toMatchObject({ totalResults: 5, startIndex: 5, itemsPerPage: 1 });
+      const all = [...p1.Resources, ...p2.Resources, ...p3.Resources].map((r: { id: string }) => r.id);
+      expect(all).toEqual(created);
+      // Same query, same order.
+      expect((await page('startIndex=1&count=2')).Resources.map((r: { id: string }) => r.id)).toEqual(created.slice(0, 2));
+      const beyond = await page('startIndex=10&count=2');
+      expect(beyond).toMatchObject({ totalResults: 5, startIndex: 10, itemsPerPage: 0, Resources: [] });
+      const none = await page('count=0');
+      expect(none).toMatchObject({ totalResults: 5, itemsPerPage: 0, Resources: [] });
+      expect(typeof p1.totalResults).toBe('number');
+      expectScimError(await scim(h.app, 'GET', '/Users?count=abc'), 400, 'invalidValue');
+    });
+
+    it('serves POST /.search with filter, paging and attributes', async () => {
+      for (let i = 0; i < 3; i++) await createUser(h, `search${i}`);
+      const res = await scim(h.app, 'POST', '/Users/.search', {
+        schemas: ['urn:ietf:params:scim:api:messages:2.0:SearchRequest'],
+        filter: 'userName eq "search1"',
+        attributes: ['userName'],
+        startIndex: 1,
+        count: 10,
+      });
+      expect(res.statusCode, res.body).toBe(200);
+      const body = json(res);
+      expect(body).toMatchObject({ totalResults: 1, itemsPerPage: 1 });
+      expect(body.Resources[0].userName).toBe('search1');
+      expect(body.Resources[0].emails).toBeUndefined();
+      expect(body.Resources[0].id).toBeTruthy();
+    });
+
+    it('honours attributes and excludedAttributes on users', async () => {
+      const id = await createUser(h, 'attrs');
+      const only = json(await scim(h.app, 'GET', `/Users/${id}?attributes=userName`));
+      expect(only.userName).toBe('attrs');
+      expect(only.id).toBe(id);
+      expect(only.emails).toBeUndefined();
+      const without = json(await scim(h.app, 'GET', `/Users?excludedAttributes=emails`)).Resources[0];
+      expect(without.emails).toBeUndefined();
+      expect(without.userName).toBe('attrs');
+    });
+  });
+
+  describe('groups', () => {
+    it('creates, reads, replaces and deletes a group', async () => {
+      const u1 = await createUser(h, 'g.u1');
+      const u2 = await createUser(h, 'g.u2');
+      const res = await scim(h.app, 'POST', '/Groups', {
+        schemas: [GROUP_SCHEMA, 'http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group'],
+        displayName: 'Lab access',
+        externalId: 'grp-1',
+        members: [{ value: u1 }],
+      });
+      expect(res.statusCode, res.body).toBe(201);
+      const g = json(res);
+      expect(res.headers.location).toBe(`${SCIM_BASE}/Groups/${g.id}`);
+      expect(g.members).toEqual([{ value: u1, display: 'g.u1', $ref: `${SCIM_BASE}/Users/${u1}`, type: 'User' }]);
+      expect(json(await scim(h.app, 'GET', `/Users/${u1}`)).groups).toEqual([
+        { value: g.id, display: 'Lab access', $ref: `${SCIM_BASE}/Groups/${g.id}`, type: 'direct' },
+      ]);
+
+      const put = await scim(h.app, 'PUT', `/Groups/${g.id}`, { schemas: [GROUP_SCHEMA], id: g.id, displayName: 'Lab access 2', members: [{ value: u2 }] });
+      expect(put.statusCode, put.body).toBe(200);
+      expect(json(put).displayName).toBe('Lab access 2');
+      expect(await memberIds(h, g.id)).toEqual([u2]);
+
+      expect((await scim(h.app, 'DELETE', `/Groups/${g.id}`)).statusCode).toBe(204);
+      expectScimError(await scim(h.app, 'GET', `/Groups/${g.id}`), 404);
+    });
+
+    it('does not load members when excludedAttributes=members', async () => {
+      const u = await createUser(h, 'm');
+      const g = await createGroup(h, 'Big group', [u]);
+      const list = vi.spyOn(h.repo, 'listGroups');
+      const get = vi.spyOn(h.repo, 'getGroup');
+      const res = await scim(h.app, 'GET', `/Groups?filter=${encodeURIComponent('displayName eq "Big group"')}&excludedAttributes=members`);
+      expect(json(res).Resources[0].members).toBeUndefined();
+      expect(list).toHaveBeenCalledWith('entra-a', [{ attr: 'displayName', value: 'Big group' }], 1, 100, false);
+      const one = await scim(h.app, 'GET', `/Groups/${g}?excludedAttributes=members`);
+      expect(json(one).members).toBeUndefined();
+      expect(get).toHaveBeenCalledWith('entra-a', g, false);
+      expect(get).not.toHaveBeenCalledWith('entra-a', g, true);
+      // ...and does load them otherwise.
+      expect(json(await scim(h.app, 'GET', `/Groups/${g}`)).members).toHaveLength(1);
+    });
+
+    it("removes only the listed members with Entra's legacy remove, without loading the group", async () => {
+      const [u1, u2, u3] = [await createUser(h, 'l1'), await createUser(h, 'l2'), await createUser(h, 'l3')];
+      const g = await createGroup(h, 'Legacy', [u1, u2, u3]);
+      const get = vi.spyOn(h.repo, 'getGroup');
+      const replace = vi.spyOn(h.repo, 'replaceGroup');
+      const res = await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'Remove', path: 'members', value: [{ value: u2 }] }));
+      expect(res.statusCode, res.body).toBe(204);
+      expect(res.body).toBe('');
+      expect(get).not.toHaveBeenCalled();
+      expect(replace).not.toHaveBeenCalled();
+      expect(await memberIds(h, g)).toEqual([u1, u3].sort());
+    });
+
+    it('adds, removes by filter, replaces and clears members', async () => {
+      const [u1, u2, u3, u4] = [await createUser(h, 'p1'), await createUser(h, 'p2'), await createUser(h, 'p3'), await createUser(h, 'p4')];
+      const g = await createGroup(h, 'Members', [u1]);
+      const patchMembers = vi.spyOn(h.repo, 'patchMembers');
+
+      expect((await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'Add', path: 'members', value: [{ $ref: null, value: u2 }, { value: u3 }] }))).statusCode).toBe(204);
+      expect(await memberIds(h, g)).toEqual([u1, u2, u3].sort());
+      expect(patchMembers).toHaveBeenLastCalledWith('entra-a', g, [u2, u3], [], expect.anything());
+
+      expect((await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'remove', path: `members[value eq "${u1}"]` }))).statusCode).toBe(204);
+      expect(await memberIds(h, g)).toEqual([u2, u3].sort());
+
+      expect((await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'replace', path: 'members', value: [{ value: u4 }, { value: u2 }] }))).statusCode).toBe(204);
+      expect(await memberIds(h, g)).toEqual([u2, u4].sort());
+
+      const withBody = await scim(h.app, 'PATCH', `/Groups/${g}?attributes=members`, patch({ op: 'remove', path: 'members' }));
+      expect(withBody.statusCode, withBody.body).toBe(200);
+      expect(json(withBody).members ?? []).toEqual([]);
+      expect(await memberIds(h, g)).toEqual([]);
+    });
+
+    it('applies member ops and other ops of one PATCH (Okta rename + membership)', async () => {
+      const [u1, u2] = [await createUser(h, 'o1'), await createUser(h, 'o2')];
+      const g = await createGroup(h, 'Okta group', [u1]);
+      const res = await scim(
+        h.app,
+        'PATCH',
+        `/Groups/${g}`,
+        patch(
+          { op: 'replace', value: { id: g, displayName: 'Okta group renamed' } },
+          { op: 'remove', path: `members[value eq "${u1}"]` },
+          { op: 'add', path: 'members', value: [{ value: u2, display: 'o2' }] },
+        ),
+      );
+      expect(res.statusCode, res.body).toBe(204);
+      expect((await h.repo.getGroup('entra-a', g, false))!.displayName).toBe('Okta group renamed');
+      expect(await memberIds(h, g)).toEqual([u2]);
+    });
+
+    it('refuses unknown member ids with 400 invalidValue', async () => {
+      const g = await createGroup(h, 'Strict');
+      expectScimError(await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'add', path: 'members', value: [{ value: 'no-such-user' }] })), 400, 'invalidValue');
+      expectScimError(await scim(h.app, 'POST', '/Groups', { displayName: 'Bad', members: [{ value: 'no-such-user' }] }), 400, 'invalidValue');
+    });
+  });
+
+  describe('tenants', () => {
+    it("keeps each source to its own users and groups", async () => {
+      const aUser = await createUser(h, 'shared.name@example.com');
+      const aGroup = await createGroup(h, 'A group', [aUser]);
+      // B may use the same userName: uniqueness is per source.
+      const bUser = await createUser(h, 'shared.name@example.com', {}, TOKEN_B);
+      const bGroup = await createGroup(h, 'B group', [], TOKEN_B);
+      const asB = { token: TOKEN_B };
+
+      expectScimError(await scim(h.app, 'GET', `/Users/${aUser}`, undefined, asB), 404);
+      expectScimError(await scim(h.app, 'PUT', `/Users/${aUser}`, user('stolen'), asB), 404);
+      expectScimError(await scim(h.app, 'PATCH', `/Users/${aUser}`, patch({ op: 'replace', path: 'active', value: false }), asB), 404);
+      expectScimError(await scim(h.app, 'DELETE', `/Users/${aUser}`, undefined, asB), 404);
+      expectScimError(await scim(h.app, 'GET', `/Groups/${aGroup}`, undefined, asB), 404);
+      expectScimError(await scim(h.app, 'PATCH', `/Groups/${aGroup}`, patch({ op: 'remove', path: 'members' }), asB), 404);
+      expectScimError(await scim(h.app, 'DELETE', `/Groups/${aGroup}`, undefined, asB), 404);
+      // B cannot put A's user into its group.
+      expectScimError(await scim(h.app, 'PATCH', `/Groups/${bGroup}`, patch({ op: 'add', path: 'members', value: [{ value: aUser }] }), asB), 400, 'invalidValue');
+      expect(await memberIds(h, bGroup, 'okta-b')).toEqual([]);
+
+      const bList = json(await scim(h.app, 'GET', '/Users', undefined, asB));
+      expect(bList.Resources.map((r: { id: string }) => r.id)).toEqual([bUser]);
+      expect(json(await scim(h.app, 'GET', `/Groups?filter=${encodeURIComponent(`members.value eq "${aUser}"`)}`, undefined, asB)).totalResults).toBe(0);
+      // A's data is untouched.
+      const a = (await h.repo.getUser('entra-a', aUser))!;
+      expect(a.active).toBe(true);
+      expect(a.userName).toBe('shared.name@example.com');
+      expect(await memberIds(h, aGroup)).toEqual([aUser]);
+    });
+  });
+
+  describe('protocol errors', () => {
+    it('answers 401 with a SCIM error for a missing, malformed or unknown token', async () => {
+      for (const token of [null, 'wrong-token']) {
+        const res = await scim(h.app, 'GET', '/Users', undefined, { token });
+        expectScimError(res, 401);
+        expect(res.headers['www-authenticate']).toMatch(/^Bearer/);
+      }
+      const basic = await h.app.inject({ method: 'GET', url: '/scim/v2/Users', headers: { authorization: `Basic ${Buffer.from('a:b').toString('base64')}` } });
+      expectScimError(basic as Res, 401);
+      // Discovery endpoints need a token too.
+      expectScimError(await scim(h.app, 'GET', '/ServiceProviderConfig', undefined, { token: null }), 401);
+    });
+
+    it('answers 400 invalidSyntax for malformed JSON', async () => {
+      const res = await scim(h.app, 'POST', '/Users', undefined, { rawBody: '{"userName": "x",' });
+      expectScimError(res, 400, 'invalidSyntax');
+    });
+
+    it('accepts both JSON media types with parameters', async () => {
+      for (const [i, contentType] of ['application/scim+json; charset=utf-8', 'application/json; charset=UTF-8'].entries()) {
+        const res = await scim(h.app, 'POST', '/Users', user(`ct${i}`), { contentType });
+        expect(res.statusCode, res.body).toBe(201);
+      }
+    });
+
+    it('answers 415 for a content type other than JSON', async () => {
+      const res = await scim(h.app, 'POST', '/Users', undefined, { rawBody: 'userName=x', contentType: 'text/plain' });
+      expectScimError(res, 415);
+    });
+
+    it('answers 413 with a SCIM error for a body over the limit', async () => {
+      const small = await harness(backend, { bodyLimit: 2048 });
+      try {
+        const res = await scim(small.app, 'POST', '/Users', user('big', { displayName: 'x'.repeat(5000) }));
+        expectScimError(res, 413);
+      } finally {
+        await small.close();
+      }
+    });
+
+    it('answers 404 with a SCIM error for unknown endpoints and routes case-insensitively', async () => {
+      expectScimError(await scim(h.app, 'GET', '/Nope'), 404);
+      expectScimError(await scim(h.app, 'POST', '/Bulk', { schemas: [] }), 501);
+      await createUser(h, 'routing');
+      expect((await scim(h.app, 'GET', '/users')).statusCode).toBe(200);
+      expect((await scim(h.app, 'GET', '/Users/?filter=userName%20eq%20%22routing%22')).statusCode).toBe(200);
+    });
+
+    it('answers 500 (not 404) when the store fails, without leaking the cause', async () => {
+      const id = await createUser(h, 'fragile');
+      vi.spyOn(h.repo, 'getUser').mockRejectedValue(new Error('connection terminated: secret-host:5432'));
+      for (const res of [await scim(h.app, 'GET', `/Users/${id}`), await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'active', value: false }))]) {
+        const body = expectScimError(res, 500);
+        expect(body.detail).not.toContain('secret-host');
+      }
+      expect((await h.repo.listUsers('entra-a', [{ attr: 'id', value: id }], 1, 1)).items[0]!.active).toBe(true);
+    });
+
+    it('keeps its parsers and error format inside /scim/v2', async () => {
+      const ok = await h.app.inject({ method: 'POST', url: '/echo', headers: { 'content-type': 'application/json' }, payload: '{"a":1}' });
+      expect(ok.statusCode).toBe(200);
+      expect(ok.json()).toEqual({ echoed: { a: 1 } });
+      const bad = await h.app.inject({ method: 'POST', url: '/echo', headers: { 'content-type': 'application/json' }, payload: '{"a":' });
+      expect(bad.statusCode).toBe(400);
+      expect(bad.json()).toHaveProperty('rootError');
+      const missing = await h.app.inject({ method: 'GET', url: '/elsewhere' });
+      expect(missing.json()).toEqual({ rootError: 'not found' });
+    });
+
+    it('limits each token to its rate and answers 429 with Retry-After and SailPoint headers', async () => {
+      const limited = await harness(backend, { sources: sources({ rateLimitPerSecond: 2 }) });
+      try {
+        const r1 = await scim(limited.app, 'GET', '/Users');
+        expect(r1.statusCode).toBe(200);
+        expect(r1.headers['x-rate-limit-limit']).toBe('2');
+        await scim(limited.app, 'GET', '/Users');
+        const r3 = await scim(limited.app, 'GET', '/Users');
+        expectScimError(r3, 429);
+        expect(Number(r3.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+        expect(r3.headers['x-rate-limit-limit']).toBe('2');
+        expect(r3.headers['x-rate-limit-remaining']).toBe('0');
+        expect(Number(r3.headers['x-rate-limit-reset'])).toBeGreaterThanOrEqual(1);
+        expect(r3.headers['x-rate-limit-retry-after-seconds']).toBe(r3.headers['retry-after']);
+        // The other source has its own bucket.
+        expect((await scim(limited.app, 'GET', '/Users', undefined, { token: TOKEN_B })).statusCode).toBe(200);
+      } finally {
+        await limited.close();
+      }
+    });
+  });
+
+  describe('discovery', () => {
+    it('serves ServiceProviderConfig, Schemas and ResourceTypes with the lockstep extension', async () => {
+      const spc = await scim(h.app, 'GET', '/ServiceProviderConfig');
+      expect(spc.statusCode).toBe(200);
+      expect(spc.headers['content-type']).toMatch(/^application\/scim\+json/);
+      expect(json(spc)).toMatchObject({ patch: { supported: true }, filter: { supported: true }, bulk: { supported: false } });
+
+      const schemas = json(await scim(h.app, 'GET', '/Schemas'));
+      const ids = schemas.Resources.map((s: { id: string }) => s.id);
+      expect(ids).toEqual(expect.arrayContaining(['urn:ietf:params:scim:schemas:core:2.0:User', 'urn:ietf:params:scim:schemas:core:2.0:Group', ENTERPRISE, LOCKSTEP]));
+      expect(schemas.itemsPerPage).toBe(schemas.Resources.length);
+
+      const ls = await scim(h.app, 'GET', `/Schemas/${LOCKSTEP}`);
+      expect(ls.statusCode).toBe(200);
+      const attrs = Object.fromEntries(json(ls).attributes.map((a: { name: string }) => [a.name, a]));
+      for (const [name, type] of [['terminationDate', 'dateTime'], ['contractEndDate', 'dateTime'], ['site', 'string']]) {
+        expect(attrs[name!]).toMatchObject({ type, required: false, multiValued: false });
+        expect(attrs[name!].description.length).toBeGreaterThan(10);
+      }
+      expect(json(ls).meta.location).toBe(`${SCIM_BASE}/Schemas/${LOCKSTEP}`);
+
+      const rt = json(await scim(h.app, 'GET', '/ResourceTypes/User'));
+      expect(rt.endpoint).toBe('/Users');
+      expect(rt.schemaExtensions).toEqual(
+        expect.arrayContaining([
+          { schema: ENTERPRISE, required: false },
+          { schema: LOCKSTEP, required: false },
+        ]),
+      );
+      expect(json(await scim(h.app, 'GET', '/ResourceTypes')).totalResults).toBe(2);
+      expectScimError(await scim(h.app, 'GET', '/Schemas/urn:nope'), 404);
+    });
+  });
+});
