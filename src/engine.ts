@@ -1,4 +1,4 @@
-import { Worker, type Job } from 'bullmq';
+import { DelayedError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from './config/schema.ts';
 import type { Logger } from './log.ts';
@@ -59,6 +59,7 @@ export class Engine {
       prefix,
       concurrency: this.cfg.reconcile.concurrency,
       lockDuration,
+      stalledInterval: lockDuration,
       autorun: false,
     });
     reconcileWorker.on('completed', (job, result: { requeue?: boolean } | undefined) => {
@@ -73,11 +74,12 @@ export class Engine {
       const policy = ls.apply.retry;
       const worker: Worker<ApplyJob> = new Worker<ApplyJob>(
         applyQueueName(ls.id),
-        (job: Job<ApplyJob>) =>
+        (job: Job<ApplyJob>, token?: string) =>
           this.applier.process(job, {
-            rateLimit: async (ms) => {
-              await worker.rateLimit(ms);
-              return Worker.RateLimitError();
+            postpone: async (ms) => {
+              // Documented BullMQ contract: move to delayed, then throw DelayedError; attempts are not spent.
+              await job.moveToDelayed(Date.now() + ms, token);
+              return new DelayedError();
             },
           }),
         {
@@ -85,6 +87,7 @@ export class Engine {
           prefix,
           concurrency: ls.apply.concurrency,
           lockDuration,
+          stalledInterval: lockDuration,
           autorun: false,
           ...(ls.apply.rateLimit ? { limiter: { max: ls.apply.rateLimit.max, duration: ls.apply.rateLimit.durationMs } } : {}),
           settings: {

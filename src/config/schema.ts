@@ -187,7 +187,8 @@ export const configSchema = z
         sweepAfterMs: z.number().int().min(0).default(5_000),
         /**
          * How long a worker holds a job before others may assume it crashed and run it again
-         * (BullMQ lockDuration; renewed while the job runs). Lower means faster recovery after a kill.
+         * (BullMQ lockDuration and stalledInterval; the lock is renewed while the job runs). Lower
+         * means faster recovery after a crash, at the cost of more Redis traffic.
          */
         jobLockMs: z.number().int().min(1_000).default(30_000),
       })
@@ -195,7 +196,18 @@ export const configSchema = z
       .default({ concurrency: 32, sweepIntervalMs: 5_000, sweepAfterMs: 5_000, jobLockMs: 30_000 }),
     /** Lock-system simulators started in-process (for the quick start and demos only). */
     simulators: z
-      .array(z.object({ kind: z.literal('iloq'), port: z.number().int().min(0).max(65535), seed: z.string().optional() }).strict())
+      .array(
+        z
+          .object({
+            kind: z.literal('iloq'),
+            port: z.number().int().min(0).max(65535),
+            /** 'demo' seeds a small access catalogue (Main entrance, Control room, ...). */
+            seed: z.enum(['demo', 'none']).default('demo'),
+            /** Ordered keys report "programmed" after this delay, as if a phone key synced. */
+            programDelayMs: z.number().int().min(0).default(2_000),
+          })
+          .strict(),
+      )
       .default([]),
   })
   .strict()

@@ -20,8 +20,8 @@ import type { IdentityRepo } from '../store/identities.ts';
  * - accepted: the lock system took it; lock_state advances, audited;
  * - permanent error: the operation is dead-lettered at once (retrying cannot help) and the
  *   next operation runs, so a broken grant never blocks a revocation;
- * - rate limited: the operation goes back to pending and the whole queue pauses for
- *   Retry-After (the lock system is telling everyone to wait) without spending an attempt;
+ * - rate limited: the operation goes back to pending and the job is postponed by Retry-After
+ *   without spending an attempt (being told to wait is not a failure);
  * - other errors: back to pending and the job fails this attempt, BullMQ retries with backoff;
  *   on the last attempt the remaining operations are dead-lettered instead.
  * A crash leaves the operation `running`; the next run of the job claims it again, which is
@@ -38,8 +38,8 @@ export class RetryableApplyError extends Error {
 }
 
 export interface ApplyHooks {
-  /** Pause the queue for this long (BullMQ worker.rateLimit) and return the error to throw. */
-  rateLimit(ms: number): Promise<Error>;
+  /** Put this job back for `ms` without spending an attempt; returns the error to throw. */
+  postpone(ms: number): Promise<Error>;
 }
 
 export interface ApplyOutcome {
@@ -102,9 +102,9 @@ export class Applier {
           continue;
         }
         if (e.kind === 'rate_limited') {
-          await this.release(op, e, 'operation.rate_limited');
+          await this.release(personId, op, e, 'operation.rate_limited');
           this.metrics?.operations.inc({ lock_system: lockSystemId, kind, outcome: 'rate_limited' });
-          throw await hooks.rateLimit(e.retryAfterMs ?? 1000);
+          throw await hooks.postpone(e.retryAfterMs ?? 1000);
         }
         const maxAttempts = job.opts.attempts ?? 1;
         if (job.attemptsMade + 1 >= maxAttempts) {
@@ -120,7 +120,7 @@ export class Applier {
           outcome.dead += rest.length;
           return outcome;
         }
-        await this.release(op, e, 'operation.retry');
+        await this.release(personId, op, e, 'operation.retry');
         this.metrics?.operations.inc({ lock_system: lockSystemId, kind, outcome: 'retry' });
         throw new RetryableApplyError(`${e.kind}: ${e.message}`, e.retryAfterMs);
       }
@@ -190,7 +190,7 @@ export class Applier {
     });
   }
 
-  private async release(op: OpRow, e: LockSystemError, action: string): Promise<void> {
+  private async release(personId: string, op: OpRow, e: LockSystemError, action: string): Promise<void> {
     await this.store.db.transaction().execute(async (trx) => {
       await trx.updateTable('operations').set({ state: 'pending', last_error: `${e.kind}: ${e.message}` }).where('id', '=', op.id).where('state', '=', 'running').execute();
       await appendAudit(trx, this.store.dialect, [
@@ -198,6 +198,7 @@ export class Applier {
           actor: 'system:apply',
           action,
           subject: `operation:${op.id}`,
+          personId,
           correlationId: op.correlation_id,
           detail: { error: e.message, kind: e.kind, status: e.status ?? null, retryAfterMs: e.retryAfterMs ?? null, attempt: op.attempts },
         },

@@ -43,7 +43,7 @@ export async function freshStore(backend: Backend): Promise<TestStore> {
   await admin.query(`create schema ${schema}`);
   await admin.end();
   const url = `${TEST_PG_URL}${TEST_PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
-  const storeConfig = { driver: 'postgres' as const, sqlite: { path: '' }, postgres: { url, poolSize: 5 } };
+  const storeConfig = { driver: 'postgres' as const, sqlite: { path: './data/unused.db' }, postgres: { url, poolSize: 5 } };
   const store = openStore(storeConfig);
   await store.migrate();
   return {

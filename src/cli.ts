@@ -1,0 +1,125 @@
+#!/usr/bin/env node
+import { randomBytes } from 'node:crypto';
+import { verifyAudit } from './audit/audit.ts';
+import { ConfigError, loadConfig, resolveConfigPath } from './config/load.ts';
+import type { Config } from './config/schema.ts';
+import { sha256Hex } from './http/admin-auth.ts';
+import { createLogger } from './log.ts';
+import { startLockstep } from './runtime.ts';
+import { openStore } from './store/db.ts';
+
+const USAGE = `lockstep — keeps physical key systems in lockstep with identity lifecycles
+
+Usage:
+  lockstep serve   [--config FILE]   HTTP (SCIM, hooks, admin API) and queue workers
+  lockstep worker  [--config FILE]   queue workers only (scale-out)
+  lockstep migrate [--config FILE]   apply database migrations and exit
+  lockstep audit verify [--config FILE]   check the audit hash chain; exit 1 if tampered
+  lockstep sim iloq [--port N]       run the iLOQ API v2 simulator alone
+  lockstep token                     generate an admin/SCIM token and its SHA-256 for the config
+  lockstep hash-token TOKEN          print the SHA-256 of an existing token
+
+The config file comes from --config or LOCKSTEP_CONFIG (see docs/configuration.md).`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, sub] = argv;
+  switch (cmd) {
+    case 'serve':
+    case 'worker':
+      return serve(argv, cmd === 'serve');
+    case 'migrate': {
+      const cfg = config(argv);
+      const store = openStore(cfg.store);
+      try {
+        const applied = await store.migrate();
+        console.log(applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date');
+      } finally {
+        await store.close();
+      }
+      return 0;
+    }
+    case 'audit': {
+      if (sub !== 'verify') return usage(`unknown audit command "${sub ?? ''}"`);
+      const cfg = config(argv);
+      const store = openStore(cfg.store);
+      try {
+        await store.migrate();
+        const r = await verifyAudit(store.db);
+        if (r.ok) {
+          console.log(`audit chain intact: ${r.rows} rows verified`);
+          return 0;
+        }
+        console.error(`audit chain BROKEN: ${r.problems.length} problem(s) in ${r.rows} rows`);
+        for (const p of r.problems) console.error(`  seq ${p.seq}: ${p.problem}`);
+        return 1;
+      } finally {
+        await store.close();
+      }
+    }
+    case 'sim': {
+      if (sub !== 'iloq') return usage(`unknown simulator "${sub ?? ''}" (available: iloq)`);
+      const { runIloqSimulatorCli } = await import('../adapters/locks/iloq/simulator.ts');
+      await runIloqSimulatorCli(argv.slice(2));
+      return -1;
+    }
+    case 'token': {
+      const token = randomBytes(32).toString('base64url');
+      console.log(`token:  ${token}\nsha256: ${sha256Hex(token)}\nPut the sha256 in the config; give the token to the client. It is not shown again.`);
+      return 0;
+    }
+    case 'hash-token': {
+      if (!sub) return usage('hash-token needs the token as its argument');
+      console.log(sha256Hex(sub));
+      return 0;
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(USAGE);
+      return 0;
+    default:
+      return usage(`unknown command "${cmd}"`);
+  }
+}
+
+function usage(problem: string): number {
+  console.error(`${problem}\n\n${USAGE}`);
+  return 2;
+}
+
+function config(argv: string[]): Config {
+  const file = resolveConfigPath(argv);
+  if (!file) throw new ConfigError('(none)', ['no config file: pass --config FILE or set LOCKSTEP_CONFIG (example: config/lockstep.example.yaml)']);
+  return loadConfig(file);
+}
+
+async function serve(argv: string[], http: boolean): Promise<number> {
+  const cfg = config(argv);
+  const log = createLogger(cfg.log.level);
+  const rt = await startLockstep(cfg, log, { http, workers: true });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down: no new requests; running jobs finish or are handed back');
+    rt.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  return -1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) console.error(err.message);
+    else console.error(`lockstep: ${(err as Error)?.stack ?? String(err)}`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,95 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Config } from '../config/schema.ts';
+import type { Engine } from '../engine.ts';
+import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import type { Store } from '../store/db.ts';
+import type { IdentityRepo } from '../store/identities.ts';
+import { adminRoutes } from './admin.ts';
+import { authenticateAdmin, can } from './admin-auth.ts';
+import { problemFromFastifyError, sendProblem } from './problems.ts';
+import { scimRoutes } from './scim/index.ts';
+
+export interface AppDeps {
+  config: Config;
+  store: Store;
+  identities: IdentityRepo;
+  engine: Engine;
+  metrics: Metrics;
+  log: Logger;
+}
+
+/**
+ * The HTTP surface. Each area is an encapsulated plugin with its own error format: SCIM errors
+ * under /scim/v2, RFC 9457 problems elsewhere. Request ids double as correlation ids and are
+ * taken from X-Request-Id when the caller sends a sane one.
+ */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config, store, engine, metrics } = deps;
+  const app = Fastify({
+    loggerInstance: deps.log,
+    disableRequestLogging: true,
+    bodyLimit: config.server.bodyLimitBytes,
+    routerOptions: { caseSensitive: false, ignoreTrailingSlash: true },
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    // Reject ids that could smuggle log or header content.
+    requestIdLogLabel: 'correlationId',
+  });
+  app.addHook('onRequest', async (req, reply) => {
+    if (!/^[A-Za-z0-9._:-]{1,128}$/.test(String(req.id))) req.id = randomUUID();
+    reply.header('x-request-id', req.id);
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    if (reply.statusCode >= 500) req.log.error({ method: req.method, url: req.url, status: reply.statusCode }, 'request failed');
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    const { code, detail } = problemFromFastifyError(err as never);
+    if (code === 'INTERNAL') req.log.error({ err }, 'unhandled error');
+    return sendProblem(reply, code, detail);
+  });
+  app.setNotFoundHandler((req, reply) => sendProblem(reply, 'ROUTE_NOT_FOUND', `${req.method} ${req.url} is not an endpoint of lockstep`));
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_req, reply) => {
+    const checks: Record<string, string> = {};
+    await Promise.all([
+      store.ping().then(
+        () => (checks.store = 'ok'),
+        (e: Error) => (checks.store = `unavailable: ${e.message}`),
+      ),
+      engine.ping().then(
+        () => (checks.redis = 'ok'),
+        (e: Error) => (checks.redis = `unavailable: ${e.message}`),
+      ),
+    ]);
+    const ok = Object.values(checks).every((v) => v === 'ok');
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not ready', checks });
+  });
+
+  app.get('/metrics', async (req, reply) => {
+    const principal = authenticateAdmin(config.admin.tokens, req.headers.authorization);
+    if (!principal) return sendProblem(reply, 'UNAUTHENTICATED', 'metrics need a token: configure Prometheus with authorization credentials');
+    if (!can(principal, 'metrics:read')) return sendProblem(reply, 'FORBIDDEN', `role "${principal.role}" cannot read metrics`);
+    await refreshGauges(deps);
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+
+  await app.register(adminRoutes, { prefix: '/api/v1', config, store, identities: deps.identities, reconciler: engine.reconciler });
+  const publicBaseUrl = config.server.publicBaseUrl ?? `http://${config.server.host}:${config.server.port}`;
+  await app.register(scimRoutes, { prefix: '/scim/v2', identities: deps.identities, sources: config.sources, publicBaseUrl });
+  return app as unknown as FastifyInstance;
+}
+
+async function refreshGauges({ engine, store, metrics }: AppDeps): Promise<void> {
+  const counts = await engine.queues.counts().catch(() => []);
+  metrics.queueDepth.reset();
+  for (const q of counts) for (const [state, n] of Object.entries(q.counts)) metrics.queueDepth.set({ queue: q.queue, state }, n);
+  const dead = await store.db.selectFrom('failed_jobs').select((eb) => eb.fn.countAll<number>().as('n')).where('retried_at', 'is', null).executeTakeFirstOrThrow();
+  metrics.openDeadLetters.set(Number(dead.n));
+  const pending = await store.db.selectFrom('operations').select((eb) => eb.fn.countAll<number>().as('n')).where('state', 'in', ['pending', 'running']).executeTakeFirstOrThrow();
+  metrics.pendingOperations.set(Number(pending.n));
+}

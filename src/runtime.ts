@@ -1,0 +1,84 @@
+import type { FastifyInstance } from 'fastify';
+import { IloqLockSystem } from '../adapters/locks/iloq/adapter.ts';
+import { startIloqSimulator } from '../adapters/locks/iloq/simulator.ts';
+import type { Config, LockSystemConfig } from './config/schema.ts';
+import { Engine } from './engine.ts';
+import { buildApp } from './http/app.ts';
+import type { Logger } from './log.ts';
+import { Metrics } from './metrics.ts';
+import type { LockSystem } from './ports/lock-system.ts';
+import { openStore, type Store } from './store/db.ts';
+import { IdentityRepo } from './store/identities.ts';
+
+export interface Runtime {
+  config: Config;
+  store: Store;
+  identities: IdentityRepo;
+  engine: Engine;
+  lockSystems: Map<string, LockSystem>;
+  app: FastifyInstance | undefined;
+  /** Where the HTTP server listens, when it does. */
+  url: string | undefined;
+  close(): Promise<void>;
+}
+
+export function createLockSystem(cfg: LockSystemConfig, log: Logger): LockSystem {
+  switch (cfg.kind) {
+    case 'iloq':
+      return new IloqLockSystem(cfg, log.child({ lockSystem: cfg.id }));
+  }
+}
+
+/**
+ * Composes the daemon: store (migrated), identity repo, lock-system adapters, the queue engine
+ * and, for `serve`, the HTTP server. Closing reverses the order: stop taking requests, let jobs
+ * finish or hand them back, release lock-system sessions, close the store.
+ */
+export async function startLockstep(config: Config, log: Logger, opts: { http: boolean; workers: boolean }): Promise<Runtime> {
+  const closers: Array<() => Promise<void>> = [];
+  const close = async () => {
+    for (const c of closers.reverse()) await c().catch((err: Error) => log.warn({ err: err.message }, 'error while shutting down'));
+  };
+  try {
+    for (const sim of config.simulators) {
+      const s = await startIloqSimulator({ port: sim.port, host: '127.0.0.1', seed: sim.seed, programDelayMs: sim.programDelayMs });
+      log.info({ url: s.url }, 'bundled iLOQ simulator listening (demo only)');
+      closers.push(() => s.close());
+    }
+
+    const store = openStore(config.store);
+    closers.push(() => store.close());
+    const applied = await store.migrate();
+    if (applied.length) log.info({ applied }, 'database migrated');
+
+    const metrics = new Metrics();
+    const identities = new IdentityRepo(store);
+    const lockSystems = new Map<string, LockSystem>();
+    for (const ls of config.lockSystems) lockSystems.set(ls.id, createLockSystem(ls, log));
+    closers.push(async () => {
+      await Promise.all([...lockSystems.values()].map((l) => l.close().catch(() => {})));
+    });
+    if (opts.workers)
+      for (const l of lockSystems.values())
+        // A lock system that is down at start is not fatal: operations queue and retry.
+        await l.start().catch((err: Error) => log.warn({ lockSystem: l.id, err: err.message }, 'lock system not reachable at start; operations will retry'));
+
+    const engine = new Engine({ config, store, identities, lockSystems, log, metrics });
+    closers.push(() => engine.stop(config.server.shutdownGraceMs));
+    if (opts.workers) engine.startWorkers();
+
+    let app: FastifyInstance | undefined;
+    let url: string | undefined;
+    if (opts.http) {
+      app = await buildApp({ config, store, identities, engine, metrics, log });
+      url = await app.listen({ host: config.server.host, port: config.server.port });
+      const a = app;
+      closers.push(() => a.close());
+      log.info({ url }, 'lockstep listening');
+    }
+    return { config, store, identities, engine, lockSystems, app, url, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
