@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { Config } from '../config/schema.ts';
 import type { Engine } from '../engine.ts';
 import type { Logger } from '../log.ts';
@@ -29,15 +29,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, store, engine, metrics } = deps;
   const app = Fastify({
     loggerInstance: deps.log,
-    disableRequestLogging: true,
+    // Per-request lines would dominate the log at provisioning rates; failures are logged below.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'correlationId' }),
     bodyLimit: config.server.bodyLimitBytes,
     routerOptions: { caseSensitive: false, ignoreTrailingSlash: true },
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
-    // Reject ids that could smuggle log or header content.
-    requestIdLogLabel: 'correlationId',
   });
   app.addHook('onRequest', async (req, reply) => {
+    // Reject caller-chosen ids that could smuggle log or header content.
     if (!/^[A-Za-z0-9._:-]{1,128}$/.test(String(req.id))) req.id = randomUUID();
     reply.header('x-request-id', req.id);
   });
