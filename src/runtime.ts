@@ -25,7 +25,9 @@ export interface Runtime {
 export function createLockSystem(cfg: LockSystemConfig, log: Logger): LockSystem {
   switch (cfg.kind) {
     case 'iloq':
-      return new IloqLockSystem(cfg, log.child({ lockSystem: cfg.id }));
+      return new IloqLockSystem(cfg, log);
+    case 'cliq':
+      throw new Error(`lock system "${cfg.id}": the CLIQ adapter is not available in this version`);
   }
 }
 

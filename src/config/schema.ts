@@ -111,15 +111,43 @@ const iloqSchema = z
   })
   .strict();
 
-export const lockSystemSchema = z
+const cliqSchema = z
   .object({
-    id,
-    kind: z.literal('iloq'),
-    displayName: z.string().optional(),
-    iloq: iloqSchema,
-    apply: applySchema.default({ concurrency: 16, retry: { attempts: 8, baseMs: 200, maxMs: 60_000 }, requestTimeoutMs: 15_000 }),
+    /** Base URL of the CLIQ Web Manager integration API, e.g. https://cwm.example.com/cliq-api/v1 (contract assumed; see docs). */
+    baseUrl: z.url(),
+    /** CWM domain lockstep administers; persons are created there. */
+    domainId: z.string().min(1),
+    /** Bearer token (for a gateway in front of CWM). Either this or tls (or both). */
+    bearerToken: z.string().min(1).optional(),
+    /** Mutual TLS: client certificate and key (PEM files), and the CA bundle that signs CWM's certificate. */
+    tls: z
+      .object({
+        certFile: z.string().min(1),
+        keyFile: z.string().min(1),
+        caFile: z.string().min(1).optional(),
+        passphrase: z.string().optional(),
+      })
+      .strict()
+      .optional(),
+    /**
+     * Revalidation period lockstep enforces on every key it manages (hours). Bounds how long a
+     * revoked key that is never updated can keep working. Unset: keys keep their own setting.
+     */
+    maxRevalidationHours: z.number().int().min(1).max(24 * 365).optional(),
   })
-  .strict();
+  .strict()
+  .refine((c) => c.bearerToken || c.tls, { message: 'configure bearerToken, tls (mutual TLS), or both' });
+
+const lockSystemBase = {
+  id,
+  displayName: z.string().optional(),
+  apply: applySchema.default({ concurrency: 16, retry: { attempts: 8, baseMs: 200, maxMs: 60_000 }, requestTimeoutMs: 15_000 }),
+};
+
+export const lockSystemSchema = z.discriminatedUnion('kind', [
+  z.object({ ...lockSystemBase, kind: z.literal('iloq'), iloq: iloqSchema }).strict(),
+  z.object({ ...lockSystemBase, kind: z.literal('cliq'), cliq: cliqSchema }).strict(),
+]);
 
 const attributeMatch = z.union([z.string(), z.array(z.string()).min(1)]);
 
@@ -248,6 +276,9 @@ export type Config = z.infer<typeof configSchema>;
 export type SourceConfig = z.infer<typeof sourceSchema>;
 export type LockSystemConfig = z.infer<typeof lockSystemSchema>;
 export type IloqConfig = z.infer<typeof iloqSchema>;
+export type CliqConfig = z.infer<typeof cliqSchema>;
+export type IloqLockSystemConfig = Extract<LockSystemConfig, { kind: 'iloq' }>;
+export type CliqLockSystemConfig = Extract<LockSystemConfig, { kind: 'cliq' }>;
 export type RuleConfig = z.infer<typeof ruleSchema>;
 export type RetryConfig = z.infer<typeof retrySchema>;
 export type AdminRole = z.infer<typeof adminTokenSchema>['role'];

@@ -34,7 +34,8 @@ describe('config', () => {
       'x',
       { PW: 'a: [b, {c' },
     );
-    expect(c.lockSystems[0]!.iloq.password).toBe('a: [b, {c');
+    const ls = c.lockSystems[0]!;
+    expect(ls.kind === 'iloq' && ls.iloq.password).toBe('a: [b, {c');
   });
 
   it('names each bad path and why', () => {
@@ -86,7 +87,8 @@ describe('shipped configuration files', () => {
     const c = loadConfig(join(root, 'config/lockstep.example.yaml'), {});
     expect(c.store.driver).toBe('sqlite');
     expect(c.simulators).toHaveLength(1);
-    expect(c.lockSystems[0]!.iloq.serverUrl).toBe(`http://127.0.0.1:${c.simulators[0]!.port}/iloqws`);
+    const ls = c.lockSystems[0]!;
+    expect(ls.kind === 'iloq' && ls.iloq.serverUrl).toBe(`http://127.0.0.1:${c.simulators[0]!.port}/iloqws`);
   });
   it('docker/lockstep.yaml is valid with the environment compose sets', () => {
     const c = loadConfig(join(root, 'docker/lockstep.yaml'), {

@@ -1,10 +1,10 @@
-import { lockSystemSchema, type LockSystemConfig } from '../../src/config/schema.ts';
+import { lockSystemSchema, type IloqLockSystemConfig } from '../../src/config/schema.ts';
 import type { ApplyRequest } from '../../src/ports/lock-system.ts';
 import type { OperationKind } from '../../src/domain/types.ts';
 import { IloqLockSystem } from '../../adapters/locks/iloq/adapter.ts';
 import { startIloqSimulator, type IloqSimulator, type IloqSimulatorOptions } from '../../adapters/locks/iloq/simulator.ts';
 
-export function configFor(sim: IloqSimulator, iloq: Record<string, unknown> = {}, apply: Record<string, unknown> = {}): LockSystemConfig {
+export function configFor(sim: IloqSimulator, iloq: Record<string, unknown> = {}, apply: Record<string, unknown> = {}): IloqLockSystemConfig {
   return lockSystemSchema.parse({
     id: 'iloq-test',
     kind: 'iloq',
@@ -16,7 +16,7 @@ export function configFor(sim: IloqSimulator, iloq: Record<string, unknown> = {}
       ...iloq,
     },
     apply: { requestTimeoutMs: 2_000, ...apply },
-  });
+  }) as IloqLockSystemConfig;
 }
 
 export interface Rig {

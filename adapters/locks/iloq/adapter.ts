@@ -32,7 +32,7 @@
 
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { LockSystemConfig } from '../../../src/config/schema.ts';
+import type { IloqLockSystemConfig as LockSystemConfig } from '../../../src/config/schema.ts';
 import {
   LockSystemError,
   type ApplyRequest,
