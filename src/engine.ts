@@ -121,9 +121,16 @@ export class Engine {
     }
   }
 
-  async ping(): Promise<void> {
-    const pong = await this.redis.ping();
-    if (pong !== 'PONG') throw new Error(`redis answered ${pong}`);
+  /** Redis reachability for /readyz; bounded, because ioredis queues commands while reconnecting. */
+  async ping(timeoutMs = 1000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)));
+    try {
+      const pong = await Promise.race([this.redis.ping(), timeout]);
+      if (pong !== 'PONG') throw new Error(`redis answered ${pong}`);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -132,6 +139,7 @@ export class Engine {
    */
   async stop(graceMs: number): Promise<void> {
     await this.sweeper.stop();
+    if (this.redis.status !== 'ready') this.redis.disconnect();
     const graceful = Promise.all(this.workers.map((w) => w.close()));
     let timer: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([graceful.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), graceMs)))]);
@@ -140,7 +148,17 @@ export class Engine {
       this.log.warn({ graceMs }, 'jobs still running at the end of the grace period; handing them back');
       await Promise.all(this.workers.map((w) => w.close(true)));
     }
-    await this.queues.close();
-    await this.redis.quit().catch(() => {});
+    // With Redis down, BullMQ's close waits for a connection that never comes: bound it.
+    const closed = await withTimeout(this.queues.close(), 2000);
+    if (!closed || this.redis.status !== 'ready') this.redis.disconnect();
+    else await this.redis.quit().catch(() => {});
   }
+}
+
+/** Resolves true if `p` settles within `ms`, false otherwise (p keeps running). */
+async function withTimeout(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const done = await Promise.race([p.then(() => true, () => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]);
+  clearTimeout(timer);
+  return done;
 }
