@@ -5,14 +5,14 @@ import { ConfigError, loadConfig, resolveConfigPath } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { sha256Hex } from './http/admin-auth.ts';
 import { createLogger } from './log.ts';
-import { startLockstep } from './runtime.ts';
+import { StartupError, startLockstep } from './runtime.ts';
 import { openStore } from './store/db.ts';
 
 const USAGE = `lockstep — keeps physical key systems in lockstep with identity lifecycles
 
 Usage:
-  lockstep serve   [--config FILE]   HTTP (SCIM, hooks, admin API) and queue workers
-  lockstep worker  [--config FILE]   queue workers only (scale-out)
+  lockstep serve   [--config FILE]   HTTP (SCIM, admin API, health, metrics) and queue workers
+  lockstep worker  [--config FILE]   queue workers only (scale-out); serves health and metrics
   lockstep migrate [--config FILE]   apply database migrations and exit
   lockstep audit verify [--config FILE]   check the audit hash chain; exit 1 if tampered
   lockstep sim iloq [--port N]       run the iLOQ API v2 simulator alone
@@ -97,7 +97,7 @@ function config(argv: string[]): Config {
 async function serve(argv: string[], http: boolean): Promise<number> {
   const cfg = config(argv);
   const log = createLogger(cfg.log.level);
-  const rt = await startLockstep(cfg, log, { http, workers: true });
+  const rt = await startLockstep(cfg, log, { http, workers: true, probes: true });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -118,7 +118,7 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof ConfigError) console.error(err.message);
+    if (err instanceof ConfigError || err instanceof StartupError) console.error(err.message);
     else console.error(`lockstep: ${(err as Error)?.stack ?? String(err)}`);
     process.exitCode = 1;
   },

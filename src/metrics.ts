@@ -37,7 +37,7 @@ export class Metrics {
   });
   readonly sweptJobs = new Counter({
     name: 'lockstep_sweeper_requeued_total',
-    help: 'Jobs the sweeper re-enqueued from the database (work Redis lost or never got).',
+    help: 'Jobs the sweeper offered to the queues from the database; an offer for a job still queued is a no-op, so this counts offers, not losses.',
     labelNames: ['queue'] as const,
     registers: [this.registry],
   });

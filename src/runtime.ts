@@ -9,6 +9,32 @@ import { Metrics } from './metrics.ts';
 import type { LockSystem } from './ports/lock-system.ts';
 import { openStore, type Store } from './store/db.ts';
 import { IdentityRepo } from './store/identities.ts';
+import { managedAccess } from './domain/policy.ts';
+import { reconcileAllIfPolicyChanged } from './reconcile/policy-change.ts';
+
+/** A configuration the daemon cannot run with, found at start; printed without a stack trace. */
+export class StartupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StartupError';
+  }
+}
+
+/**
+ * Access names policy grants but the lock system does not offer fail every grant that names
+ * them (permanently); say so loudly at start rather than at the first joiner.
+ */
+async function checkCatalogue(l: LockSystem, config: Config, log: Logger): Promise<void> {
+  const wanted = managedAccess(config.policy.rules).get(l.id);
+  if (!wanted?.size) return;
+  try {
+    const offered = new Set(await l.catalogue());
+    const missing = [...wanted].filter((a) => !offered.has(a));
+    if (missing.length) log.error({ lockSystem: l.id, missing }, 'policy grants access the lock system does not offer; grants naming it will be dead-lettered');
+  } catch (err) {
+    log.warn({ lockSystem: l.id, err: (err as Error).message }, 'could not read the access catalogue at start');
+  }
+}
 
 export interface Runtime {
   config: Config;
@@ -27,7 +53,7 @@ export function createLockSystem(cfg: LockSystemConfig, log: Logger): LockSystem
     case 'iloq':
       return new IloqLockSystem(cfg, log);
     case 'cliq':
-      throw new Error(`lock system "${cfg.id}": the CLIQ adapter is not available in this version`);
+      throw new StartupError(`lock system "${cfg.id}": the CLIQ adapter is not available in this version of lockstep`);
   }
 }
 
@@ -36,7 +62,7 @@ export function createLockSystem(cfg: LockSystemConfig, log: Logger): LockSystem
  * and, for `serve`, the HTTP server. Closing reverses the order: stop taking requests, let jobs
  * finish or hand them back, release lock-system sessions, close the store.
  */
-export async function startLockstep(config: Config, log: Logger, opts: { http: boolean; workers: boolean }): Promise<Runtime> {
+export async function startLockstep(config: Config, log: Logger, opts: { http: boolean; workers: boolean; probes?: boolean }): Promise<Runtime> {
   const closers: Array<() => Promise<void>> = [];
   const close = async () => {
     for (const c of closers.reverse()) await c().catch((err: Error) => log.warn({ err: err.message }, 'error while shutting down'));
@@ -60,10 +86,17 @@ export async function startLockstep(config: Config, log: Logger, opts: { http: b
     closers.push(async () => {
       await Promise.all([...lockSystems.values()].map((l) => l.close().catch(() => {})));
     });
-    if (opts.workers)
-      for (const l of lockSystems.values())
+    if (opts.workers) {
+      for (const l of lockSystems.values()) {
         // A lock system that is down at start is not fatal: operations queue and retry.
-        await l.start().catch((err: Error) => log.warn({ lockSystem: l.id, err: err.message }, 'lock system not reachable at start; operations will retry'));
+        await l.start().then(
+          () => checkCatalogue(l, config, log),
+          (err: Error) => log.warn({ lockSystem: l.id, err: err.message }, 'lock system not reachable at start; operations will retry'),
+        );
+      }
+      const policy = await reconcileAllIfPolicyChanged(store, config, config.reconcile.sweepAfterMs);
+      if (policy.changed) log.info({ persons: policy.marked }, 'policy changed since the last run: every known person will be reconciled');
+    }
 
     const engine = new Engine({ config, store, identities, lockSystems, log, metrics });
     closers.push(() => engine.stop(config.server.shutdownGraceMs));
@@ -71,8 +104,9 @@ export async function startLockstep(config: Config, log: Logger, opts: { http: b
 
     let app: FastifyInstance | undefined;
     let url: string | undefined;
-    if (opts.http) {
-      app = await buildApp({ config, store, identities, engine, metrics, log });
+    if (opts.http || opts.probes) {
+      // `worker` processes serve only health, readiness and metrics, so they can be monitored.
+      app = await buildApp({ config, store, identities, engine, metrics, log, probesOnly: !opts.http });
       url = await app.listen({ host: config.server.host, port: config.server.port });
       const a = app;
       closers.push(() => a.close());

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Kysely, Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Dialect } from '../store/db.ts';
 import { GENESIS_HASH } from '../store/migrations.ts';
 import type { AuditTable, Database } from '../store/schema.ts';
@@ -15,9 +15,9 @@ import type { AuditTable, Database } from '../store/schema.ts';
  */
 
 export interface AuditEntry {
-  /** Who: `source:<id>`, `admin:<token name>`, `system:<component>`. */
+  /** Who: `scim:<source id>`, `admin:<token name>`, `anonymous`, `system:<component>`. */
   actor: string;
-  /** What, dotted: `scim.user.create`, `plan`, `operation.attempt`, `admin.job.retry`, ... */
+  /** What, dotted: `identity.user.create`, `plan`, `operation.attempt`, `admin.job.retry`, ... */
   action: string;
   /** The thing acted upon: `person:<id>`, `group:<id>`, `job:<id>`. */
   subject: string;
@@ -133,7 +133,13 @@ export interface AuditQuery {
 export async function queryAudit(db: Kysely<Database>, q: AuditQuery): Promise<AuditRow[]> {
   let query = db.selectFrom('audit').selectAll();
   if (q.personId) query = query.where('person_id', '=', q.personId);
-  if (q.action) query = q.action.endsWith('*') ? query.where('action', 'like', `${q.action.slice(0, -1)}%`) : query.where('action', '=', q.action);
+  if (q.action) {
+    if (q.action.endsWith('*')) {
+      // A prefix match; LIKE's own wildcards in the prefix are taken literally.
+      const prefix = q.action.slice(0, -1).replace(/[\\%_]/g, (c) => `\\${c}`);
+      query = query.where(sql<boolean>`action like ${`${prefix}%`} escape '\\'`);
+    } else query = query.where('action', '=', q.action);
+  }
   if (q.from !== undefined) query = query.where('at', '>=', q.from);
   if (q.to !== undefined) query = query.where('at', '<', q.to);
   if (q.after !== undefined) query = query.where('seq', '>', q.after);

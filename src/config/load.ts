@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { parseDocument } from 'yaml';
+import { isPair, isScalar, isSeq, parseDocument, Scalar, visit } from 'yaml';
 import type { z } from 'zod';
 import { configSchema, type Config } from './schema.ts';
 
@@ -42,37 +42,48 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
 export function parseConfig(text: string, file = '<config>', env: NodeJS.ProcessEnv = process.env): Config {
   const doc = parseDocument(text, { prettyErrors: true });
   if (doc.errors.length) throw new ConfigError(file, doc.errors.map((e) => `YAML: ${e.message.split('\n')[0]}`));
-  const raw = doc.toJS() ?? {};
   const problems: string[] = [];
-  const interpolated = interpolate(raw, [], env, problems);
+  // Interpolate on the syntax tree, so a quoted "${PW}" stays a string whatever PW holds
+  // (a numeric password or a customer code like 0042), while a plain ${PORT} may be a number.
+  visit(doc, {
+    Scalar(key, node, ancestors) {
+      if (key === 'key' || typeof node.value !== 'string' || !node.value.includes('${')) return;
+      node.value = interpolate(node.value, node.type === Scalar.PLAIN, pathOf(ancestors, node), env, problems);
+    },
+  });
   if (problems.length) throw new ConfigError(file, problems);
-  const parsed = configSchema.safeParse(interpolated);
+  const parsed = configSchema.safeParse(doc.toJS() ?? {});
   if (!parsed.success) throw new ConfigError(file, formatIssues(parsed.error.issues));
   return parsed.data;
 }
 
-function interpolate(value: unknown, path: (string | number)[], env: NodeJS.ProcessEnv, problems: string[]): unknown {
-  if (typeof value === 'string') {
-    const whole = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}$/.exec(value);
-    const lookup = (name: string, dflt: string | undefined) => {
-      const v = env[name];
-      if (v !== undefined && v !== '') return v;
-      if (dflt !== undefined) return dflt;
-      problems.push(`${fmtPath(path)}: environment variable ${name} is not set`);
-      return '';
-    };
-    if (whole) {
-      const v = lookup(whole[1]!, whole[2]);
-      if (/^-?\d+(\.\d+)?$/.test(v)) return Number(v);
-      if (v === 'true' || v === 'false') return v === 'true';
-      return v;
-    }
-    return value.replace(REF, (_m, name: string, dflt: string | undefined) => lookup(name, dflt));
+function interpolate(value: string, plain: boolean, path: (string | number)[], env: NodeJS.ProcessEnv, problems: string[]): unknown {
+  const lookup = (name: string, dflt: string | undefined) => {
+    const v = env[name];
+    if (v !== undefined && v !== '') return v;
+    if (dflt !== undefined) return dflt;
+    problems.push(`${fmtPath(path)}: environment variable ${name} is not set`);
+    return '';
+  };
+  const whole = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}$/.exec(value);
+  if (whole && plain) {
+    const v = lookup(whole[1]!, whole[2]);
+    if (/^-?\d+(\.\d+)?$/.test(v)) return Number(v);
+    if (v === 'true' || v === 'false') return v === 'true';
+    return v;
   }
-  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, [...path, i], env, problems));
-  if (value && typeof value === 'object')
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, interpolate(v, [...path, k], env, problems)]));
-  return value;
+  return value.replace(REF, (_m, name: string, dflt: string | undefined) => lookup(name, dflt));
+}
+
+/** The config path (as zod reports it) of a node, from the YAML ancestors visit() passes. */
+function pathOf(ancestors: readonly unknown[], node: unknown): (string | number)[] {
+  const path: (string | number)[] = [];
+  const chain = [...ancestors, node];
+  chain.forEach((a, i) => {
+    if (isPair(a)) path.push(String(isScalar(a.key) ? a.key.value : a.key));
+    else if (isSeq(a)) path.push(a.items.indexOf(chain[i + 1] as never));
+  });
+  return path;
 }
 
 function formatIssues(issues: z.core.$ZodIssue[]): string[] {

@@ -24,7 +24,7 @@ export const serverSchema = z
     publicBaseUrl: z.url().optional(),
     /** Largest accepted request body. Bigger bodies answer 413 in the protocol's error format. */
     bodyLimitBytes: z.number().int().min(1024).max(50 * 1024 * 1024).default(1024 * 1024),
-    /** Seconds to wait for running jobs on SIGTERM before handing them back to the queue. */
+    /** Milliseconds to wait for running jobs on SIGTERM before handing them back to the queue. */
     shutdownGraceMs: duration.default(10_000),
   })
   .strict();
@@ -72,11 +72,14 @@ export const sourceSchema = z
 
 export const retrySchema = z
   .object({
-    /** Total attempts of one apply job before it is dead-lettered. */
-    attempts: z.number().int().min(1).max(100).default(8),
-    /** Exponential backoff: min(maxMs, baseMs * 2^(attempt-1)), with full jitter; Retry-After wins when longer. */
-    baseMs: duration.default(200),
-    maxMs: duration.default(60_000),
+    /**
+     * Total attempts of one apply job before it is dead-lettered. The defaults ride out a lock
+     * system outage of about 40 minutes: a leaver must not be dead-lettered by a short outage.
+     */
+    attempts: z.number().int().min(1).max(100).default(20),
+    /** Exponential backoff: min(maxMs, baseMs * 2^(attempt-1)), half of it random ("equal jitter"); Retry-After wins when longer. */
+    baseMs: duration.default(500),
+    maxMs: duration.default(300_000),
   })
   .strict();
 
@@ -89,7 +92,7 @@ const applySchema = z
       .object({ max: z.number().int().min(1), durationMs: z.number().int().min(1) })
       .strict()
       .optional(),
-    retry: retrySchema.default({ attempts: 8, baseMs: 200, maxMs: 60_000 }),
+    retry: retrySchema.default({ attempts: 20, baseMs: 500, maxMs: 300_000 }),
     /** Timeout of one HTTP call to the lock system. */
     requestTimeoutMs: z.number().int().min(100).default(15_000),
   })
@@ -141,7 +144,7 @@ const cliqSchema = z
 const lockSystemBase = {
   id,
   displayName: z.string().optional(),
-  apply: applySchema.default({ concurrency: 16, retry: { attempts: 8, baseMs: 200, maxMs: 60_000 }, requestTimeoutMs: 15_000 }),
+  apply: applySchema.default({ concurrency: 16, retry: { attempts: 20, baseMs: 500, maxMs: 300_000 }, requestTimeoutMs: 15_000 }),
 };
 
 export const lockSystemSchema = z.discriminatedUnion('kind', [
@@ -167,8 +170,9 @@ export const ruleSchema = z
         sources: z.array(z.string()).min(1).optional(),
       })
       .strict()
-      .refine((w) => w.groups || w.roles || w.attributes || w.sources, {
-        message: 'a rule needs at least one condition (groups, roles, attributes or sources); use attributes: {} deliberately is not allowed',
+      .refine((w) => w.groups || w.roles || (w.attributes && Object.keys(w.attributes).length > 0) || w.sources, {
+        // A rule that matches everyone must say so through a real condition, never by accident.
+        message: 'a rule needs at least one condition: groups, roles, sources or a non-empty attributes map',
       }),
     grant: z
       .array(
@@ -257,6 +261,22 @@ export const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['sources', i, 'scim', 'tokenSha256'], message: 'two sources share one token; each source needs its own' });
       tokens.add(s.scim.tokenSha256);
     });
+    const adminNames = new Set<string>();
+    const adminHashes = new Set<string>();
+    cfg.admin.tokens.forEach((t, i) => {
+      if (adminNames.has(t.name)) ctx.addIssue({ code: 'custom', path: ['admin', 'tokens', i, 'name'], message: `duplicate token name "${t.name}"` });
+      if (adminHashes.has(t.sha256) || tokens.has(t.sha256))
+        ctx.addIssue({ code: 'custom', path: ['admin', 'tokens', i, 'sha256'], message: 'this token is already configured (every admin and source token must be distinct)' });
+      adminNames.add(t.name);
+      adminHashes.add(t.sha256);
+    });
+    const sourceIds = new Set(cfg.sources.map((s) => s.id));
+    cfg.policy.rules.forEach((r, i) =>
+      (r.when.sources ?? []).forEach((sid, j) => {
+        if (!sourceIds.has(sid))
+          ctx.addIssue({ code: 'custom', path: ['policy', 'rules', i, 'when', 'sources', j], message: `unknown source "${sid}" (configured: ${[...sourceIds].join(', ') || 'none'})` });
+      }),
+    );
     const systems = new Set(cfg.lockSystems.map((l) => l.id));
     cfg.policy.rules.forEach((r, i) =>
       r.grant.forEach((g, j) => {

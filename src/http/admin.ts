@@ -8,7 +8,10 @@ import { PRIORITY_LEAVER, type IdentityRepo } from '../store/identities.ts';
 import { authenticateAdmin, can, type Permission, type Principal } from './admin-auth.ts';
 import { sendProblem } from './problems.ts';
 
-/** The admin API under /api/v1. Every request authenticated; every refusal and every action audited. */
+/**
+ * The admin API under /api/v1. Every request authenticated; every refusal (401 and 403) and
+ * every action audited.
+ */
 
 export interface AdminDeps {
   config: Config;
@@ -30,7 +33,10 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
 
   const guard = (permission: Permission) => async (req: FastifyRequest, reply: FastifyReply) => {
     const principal = authenticateAdmin(deps.config.admin.tokens, req.headers.authorization);
-    if (!principal) return sendProblem(reply, 'UNAUTHENTICATED', 'send an admin token as "Authorization: Bearer <token>"');
+    if (!principal) {
+      await audit(req, { name: 'anonymous', role: 'auditor' }, 'admin.unauthenticated', `endpoint:${req.routeOptions.url}`, { method: req.method, ip: req.ip, tokenPresented: Boolean(req.headers.authorization) }, undefined, 'anonymous');
+      return sendProblem(reply, 'UNAUTHENTICATED', 'send an admin token as "Authorization: Bearer <token>"');
+    }
     if (!can(principal, permission)) {
       await audit(req, principal, 'admin.refused', `endpoint:${req.routeOptions.url}`, { permission, method: req.method });
       return sendProblem(reply, 'FORBIDDEN', `role "${principal.role}" lacks permission "${permission}"`);
@@ -38,9 +44,9 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     req.principal = principal;
   };
 
-  const audit = async (req: FastifyRequest, p: Principal, action: string, subject: string, detail: unknown, personId?: string) => {
+  const audit = async (req: FastifyRequest, p: Principal, action: string, subject: string, detail: unknown, personId?: string, actor = `admin:${p.name}`) => {
     await store.db.transaction().execute((trx) =>
-      appendAudit(trx, store.dialect, [{ actor: `admin:${p.name}`, action, subject, personId: personId ?? null, detail, correlationId: String(req.id) }]),
+      appendAudit(trx, store.dialect, [{ actor, action, subject, personId: personId ?? null, detail, correlationId: String(req.id) }]),
     );
   };
 
@@ -89,20 +95,30 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
   app.get<{ Querystring: { limit?: string; after?: string } }>('/jobs/failed', { preHandler: guard('jobs:read') }, async (req, reply) => {
     const limit = parseLimit(req.query.limit);
     if (limit === undefined) return sendProblem(reply, 'INVALID_REQUEST', `limit must be an integer between 1 and ${MAX_PAGE}`);
+    // Cursor = "<failedAt ms>:<id>" of the last item seen, matching the sort order.
+    const cursor = req.query.after === undefined ? undefined : /^(\d+):([0-9a-f-]{36})$/.exec(req.query.after);
+    if (cursor === null) return sendProblem(reply, 'INVALID_REQUEST', 'after must be the `next` value of a previous page');
     let q = store.db.selectFrom('failed_jobs').selectAll().where('retried_at', 'is', null);
-    if (req.query.after) q = q.where('id', '>', req.query.after);
-    const rows = await q.orderBy('failed_at').orderBy('id').limit(limit).execute();
+    if (cursor) {
+      const [, at, id] = cursor;
+      q = q.where((eb) => eb.or([eb('failed_at', '>', Number(at)), eb.and([eb('failed_at', '=', Number(at)), eb('id', '>', id!)])]));
+    }
+    const rows = await q.orderBy('failed_at').orderBy('id').limit(limit + 1).execute();
+    const more = rows.length > limit;
+    if (more) rows.pop();
     const total = await store.db.selectFrom('failed_jobs').select((eb) => eb.fn.countAll<number>().as('n')).where('retried_at', 'is', null).executeTakeFirstOrThrow();
     const dead = rows.length
       ? await store.db
           .selectFrom('operations')
-          .select(['id', 'person_id', 'lock_system_id', 'kind', 'access', 'last_error'])
-          .where('state', '=', 'dead')
-          .where('person_id', 'in', rows.map((r) => r.person_id))
+          .select(['id', 'failed_job_id', 'kind', 'access', 'last_error'])
+          .where('failed_job_id', 'in', rows.map((r) => r.id))
+          .orderBy('seq')
           .execute()
       : [];
+    const last = rows.at(-1);
     return {
       total: Number(total.n),
+      next: more && last ? `${Number(last.failed_at)}:${last.id}` : null,
       items: rows.map((r) => ({
         id: r.id,
         queue: r.queue,
@@ -111,9 +127,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
         error: r.error,
         attempts: r.attempts,
         failedAt: iso(r.failed_at),
-        operations: dead
-          .filter((d) => d.person_id === r.person_id && d.lock_system_id === r.lock_system_id)
-          .map((d) => ({ id: d.id, kind: d.kind, access: JSON.parse(d.access), error: d.last_error })),
+        operations: dead.filter((d) => d.failed_job_id === r.id).map((d) => ({ id: d.id, kind: d.kind, access: JSON.parse(d.access), error: d.last_error })),
       })),
     };
   });
@@ -130,8 +144,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
         .updateTable('operations')
         .set({ state: 'superseded' })
         .where('state', '=', 'dead')
-        .where('person_id', '=', row.person_id)
-        .where('lock_system_id', '=', row.lock_system_id)
+        .where('failed_job_id', '=', row.id)
         .execute();
       await appendAudit(trx, store.dialect, [
         { actor: `admin:${req.principal!.name}`, action: 'admin.job.retry', subject: `job:${row.id}`, personId: row.person_id, detail: { lockSystem: row.lock_system_id }, correlationId: String(req.id) },

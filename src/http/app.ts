@@ -18,6 +18,8 @@ export interface AppDeps {
   engine: Engine;
   metrics: Metrics;
   log: Logger;
+  /** Only /healthz, /readyz and /metrics (for `lockstep worker`). */
+  probesOnly?: boolean;
 }
 
 /**
@@ -78,6 +80,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
+  if (deps.probesOnly) return app as unknown as FastifyInstance;
   await app.register(adminRoutes, { prefix: '/api/v1', config, store, identities: deps.identities, reconciler: engine.reconciler });
   const publicBaseUrl = config.server.publicBaseUrl ?? `http://${config.server.host}:${config.server.port}`;
   await app.register(scimRoutes, { prefix: '/scim/v2', identities: deps.identities, sources: config.sources, publicBaseUrl });

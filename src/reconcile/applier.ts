@@ -214,7 +214,7 @@ export class Applier {
       if (ops.length)
         await trx
           .updateTable('operations')
-          .set({ state: 'dead', last_error: error })
+          .set({ state: 'dead', last_error: error, failed_job_id: failedId })
           .where('id', 'in', ops.map((o) => o.id))
           .execute();
       await trx

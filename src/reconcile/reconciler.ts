@@ -133,6 +133,7 @@ export class Reconciler {
                 effective_at: null,
                 last_error: null,
                 result: null,
+                failed_job_id: null,
               })),
             )
             .execute();

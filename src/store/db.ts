@@ -44,7 +44,9 @@ function wrap(db: Kysely<Database>, dialect: Dialect): Store {
       // Kysely looks for its bookkeeping tables by name across schemas; pin it to ours so that
       // several lockstep schemas in one PostgreSQL database do not see each other's.
       const schema = dialect === 'postgres' ? ((await sql<{ s: string }>`select current_schema() as s`.execute(db)).rows[0]?.s ?? undefined) : undefined;
-      const migrator = new Migrator({ db, provider: migrations(dialect), ...(schema ? { migrationTableSchema: schema } : {}) });
+      // Migrations are independent of each other, so one that lands after a later-numbered one
+      // (parallel branches) may still run.
+      const migrator = new Migrator({ db, provider: migrations(dialect), allowUnorderedMigrations: true, ...(schema ? { migrationTableSchema: schema } : {}) });
       const { error, results } = await migrator.migrateToLatest();
       if (error) throw new Error(`migration failed: ${(error as Error).message}`, { cause: error });
       return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);

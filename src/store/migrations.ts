@@ -142,6 +142,21 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await sql`insert into audit_head (id, seq, hash) values (1, 0, ${GENESIS_HASH})`.execute(db);
       },
     },
+    '0003_meta_and_dead_letter_link': {
+      /**
+       * `meta` holds daemon facts that outlive a process (the policy fingerprint, so a policy
+       * change re-reconciles everyone at start). Operations name the dead letter they belong to.
+       */
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('meta')
+          .addColumn('key', 'text', (c) => c.primaryKey())
+          .addColumn('value', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.alterTable('operations').addColumn('failed_job_id', 'text').execute();
+        await db.schema.createIndex('operations_failed_job').on('operations').column('failed_job_id').execute();
+      },
+    },
   };
   return { getMigrations: async () => list };
 }

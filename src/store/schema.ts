@@ -80,6 +80,13 @@ export interface OperationsTable {
   effective_at: number | null;
   last_error: string | null;
   result: string | null;
+  /** The dead letter this operation was parked under, if any (migration 0003). */
+  failed_job_id: string | null;
+}
+
+export interface MetaTable {
+  key: string;
+  value: string;
 }
 
 export interface FailedJobsTable {
@@ -122,4 +129,5 @@ export interface Database {
   failed_jobs: FailedJobsTable;
   audit: AuditTable;
   audit_head: AuditHeadTable;
+  meta: MetaTable;
 }

@@ -12,6 +12,10 @@ export function openSqlite(path: string): { db: DatabaseSync; kysely: SqliteData
   db.exec('PRAGMA journal_mode = WAL');
   db.exec('PRAGMA synchronous = NORMAL');
   db.exec('PRAGMA busy_timeout = 5000');
+  // Checkpoints run inside a committing transaction; fewer, larger ones keep commits cheap.
+  db.exec('PRAGMA wal_autocheckpoint = 10000');
+  db.exec('PRAGMA cache_size = -65536');
+  db.exec('PRAGMA temp_store = MEMORY');
   db.exec('PRAGMA foreign_keys = ON');
   const cache = new Map<string, SqliteStatement>();
   const kysely: SqliteDatabase = {

@@ -23,9 +23,18 @@ describe('config', () => {
   });
 
   it('interpolates ${ENV} in strings, with defaults, and types whole-value numbers', () => {
-    const c = parseConfig('server: { port: "${PORT}", host: "${HOST:-0.0.0.0}" }\nredis: { url: "redis://${RH}:6379" }', 'x', { PORT: '9000', RH: 'cache' });
+    const c = parseConfig('server:\n  port: ${PORT}\n  host: "${HOST:-0.0.0.0}"\nredis: { url: "redis://${RH}:6379" }', 'x', { PORT: '9000', RH: 'cache' });
     expect(c.server).toMatchObject({ port: 9000, host: '0.0.0.0' });
     expect(c.redis.url).toBe('redis://cache:6379');
+  });
+
+  it('a quoted reference stays a string even when the value is all digits', () => {
+    const c = parseConfig('lockSystems: [{ id: a, kind: iloq, iloq: { serverUrl: "http://x/iloqws", customerCode: "${CC}", userName: u, password: "${PW}" } }]', 'x', {
+      CC: '0042',
+      PW: '12345678',
+    });
+    const ls = c.lockSystems[0]!;
+    expect(ls.kind === 'iloq' && [ls.iloq.customerCode, ls.iloq.password]).toEqual(['0042', '12345678']);
   });
 
   it('a secret containing YAML syntax stays a plain string', () => {
@@ -98,5 +107,30 @@ describe('shipped configuration files', () => {
       ILOQ_PASSWORD: 'lockstep-sim',
     });
     expect(c.store.driver).toBe('postgres');
+  });
+});
+
+describe('cross-checks', () => {
+  it('rejects an empty attributes map as the only condition, unknown sources in rules and duplicate tokens', () => {
+    const p = problems(`
+sources: [{ id: okta, idp: okta, scim: { tokenSha256: "${'a'.repeat(64)}" } }]
+lockSystems: [{ id: l, kind: iloq, iloq: { serverUrl: "http://x/iloqws", customerCode: C, userName: u, password: p } }]
+policy:
+  rules:
+    - { name: all, when: { attributes: {} }, grant: [{ lockSystem: l, access: [A] }] }
+    - { name: s, when: { sources: [entra] }, grant: [{ lockSystem: l, access: [A] }] }
+admin:
+  tokens:
+    - { name: x, role: admin, sha256: "${'b'.repeat(64)}" }
+    - { name: x, role: auditor, sha256: "${'a'.repeat(64)}" }
+`);
+    expect(p).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^policy\.rules\[0\]\.when: a rule needs at least one condition/),
+        'policy.rules[1].when.sources[0]: unknown source "entra" (configured: okta)',
+        'admin.tokens[1].name: duplicate token name "x"',
+        expect.stringMatching(/^admin\.tokens\[1\]\.sha256: this token is already configured/),
+      ]),
+    );
   });
 });

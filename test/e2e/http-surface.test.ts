@@ -43,6 +43,12 @@ describe('health, metrics and the admin API surface', () => {
     await problem(await raw('/api/v1/persons/x/reconcile', { method: 'POST', headers: { authorization: `Bearer ${s.auditorToken}` } }), 403, /forbidden/);
     const refused = (await s.admin('GET', '/audit?action=admin.refused')).body.items;
     expect(refused.at(-1)).toMatchObject({ actor: 'admin:audit', detail: { permission: 'reconcile:request' } });
+    const anonymous = (await s.admin('GET', '/audit?action=admin.unauth*')).body.items;
+    expect(anonymous.map((a: { actor: string; detail: { tokenPresented: boolean } }) => [a.actor, a.detail.tokenPresented])).toEqual([
+      ['anonymous', false],
+      ['anonymous', true],
+      ['anonymous', true],
+    ]);
   });
 
   it('malformed JSON, foreign content types, oversized bodies and unknown routes get problems', async () => {
@@ -56,6 +62,7 @@ describe('health, metrics and the admin API surface', () => {
     await problem(await raw('/api/v1/audit?limit=0', { headers: auth }), 400, /invalid-request/);
     await problem(await raw('/api/v1/audit?from=yesterday', { headers: auth }), 400, /invalid-request/);
     await problem(await raw('/api/v1/jobs/failed/nope/retry', { method: 'POST', headers: auth }), 404, /not-found/);
+    await problem(await raw('/api/v1/jobs/failed?after=garbage', { headers: auth }), 400, /invalid-request/);
   });
 
   it('a refused or malformed request changes nothing', async () => {

@@ -1,0 +1,236 @@
+/**
+ * End-to-end pipeline benchmark: SCIM in → reconcile → apply → iLOQ simulator (latency 0).
+ *
+ *   npm run bench                  (or: node bench/pipeline.ts [--events N] [--concurrency C])
+ *
+ * lockstep runs as a child process (`lockstep serve`, SQLite store in a temp dir, real Redis);
+ * the iLOQ simulator and the load generator run in this process. Measures:
+ *  1. sustained joiner and leaver events/s, end to end: SCIM requests sent as fast as the
+ *     server takes them (C in flight), until every resulting iLOQ operation is accepted;
+ *  2. leaver latency p50/p99 from sending the SCIM PATCH to the iLOQ simulator acknowledging
+ *     the last call of that person's leave (operation accepted_at), while 100 joiner events/s
+ *     run in the background;
+ *  3. lockstep's peak RSS (VmHWM).
+ * Results are printed and appended to bench/RESULTS.md. Not a test: it reports numbers.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { Agent, request } from 'undici';
+import { Redis } from 'ioredis';
+import { startIloqSimulator } from '../adapters/locks/iloq/simulator.ts';
+import { sha256Hex } from '../src/http/admin-auth.ts';
+
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const EVENTS = arg('events', 6000);
+const CONCURRENCY = arg('concurrency', 64);
+const LATENCY_SECONDS = arg('latency-seconds', 20);
+const BACKGROUND_RATE = 100;
+const LEAVER_RATE = 20;
+const ROOT = new URL('../', import.meta.url).pathname;
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]! : NaN;
+};
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'lockstep-bench-'));
+  const sim = await startIloqSimulator({ port: 0, host: '127.0.0.1', seed: 'demo', requestLogLimit: 1 });
+  const token = randomBytes(16).toString('hex');
+  const port = 18000 + Math.floor(Math.random() * 2000);
+  const prefix = `bench${randomBytes(3).toString('hex')}`;
+  const dbPath = join(dir, 'lockstep.db');
+  const config = {
+    server: { host: '127.0.0.1', port, shutdownGraceMs: 5000 },
+    store: { driver: 'sqlite', sqlite: { path: dbPath } },
+    redis: { url: REDIS_URL, prefix },
+    log: { level: 'warn' },
+    sources: [{ id: 'bench', idp: 'okta', scim: { tokenSha256: sha256Hex(token), rateLimitPerSecond: 1_000_000 } }],
+    lockSystems: [
+      {
+        id: 'iloq',
+        kind: 'iloq',
+        iloq: { serverUrl: sim.url, customerCode: sim.credentials.customerCode, userName: sim.credentials.userName, password: sim.credentials.password },
+        apply: { concurrency: 64, retry: { attempts: 8, baseMs: 100, maxMs: 5000 } },
+      },
+    ],
+    policy: { rules: [{ name: 'plant-a', when: { attributes: { site: 'Plant A' } }, grant: [{ lockSystem: 'iloq', access: ['Main entrance', 'Control room'] }] }] },
+    reconcile: { concurrency: 64, sweepIntervalMs: 5000, sweepAfterMs: 10000 },
+  };
+  const cfgFile = join(dir, 'lockstep.json');
+  writeFileSync(cfgFile, JSON.stringify(config));
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
+  const child = spawn(process.execPath, [...prof, join(ROOT, 'src/cli.ts'), 'serve', '--config', cfgFile], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const base = `http://127.0.0.1:${port}`;
+  const agent = new Agent({ connections: CONCURRENCY * 2, pipelining: 1 });
+  for (let i = 0; ; i++) {
+    try {
+      const r = await request(`${base}/healthz`, { dispatcher: agent });
+      await r.body.text();
+      if (r.statusCode === 200) break;
+    } catch {}
+    if (i > 200) throw new Error('lockstep did not start');
+    await sleep(100);
+  }
+  const db = new DatabaseSync(dbPath, { readOnly: true });
+  const countAccepted = db.prepare("select count(*) as n from operations where state = 'accepted' and kind = ?");
+  const countOpen = db.prepare("select count(*) as n from operations where state in ('pending','running')");
+  const countDirty = db.prepare('select count(*) as n from dirty');
+  const countDead = db.prepare("select count(*) as n from operations where state = 'dead'");
+
+  const scim = async (method: 'POST' | 'PATCH', path: string, body: unknown) => {
+    const r = await request(`${base}/scim/v2${path}`, {
+      method,
+      dispatcher: agent,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/scim+json' },
+      body: JSON.stringify(body),
+    });
+    const text = await r.body.text();
+    if (r.statusCode >= 300) throw new Error(`${method} ${path}: ${r.statusCode} ${text.slice(0, 200)}`);
+    return text ? (JSON.parse(text) as { id: string }) : undefined;
+  };
+  let seq = 0;
+  const joiner = () =>
+    scim('POST', '/Users', {
+      schemas: ['urn:ietf:params:scim:schemas:core:2.0:User', 'urn:ietf:params:scim:schemas:extension:lockstep:2.0:User'],
+      userName: `user${++seq}-${prefix}@example.com`,
+      name: { givenName: 'Bench', familyName: `User${seq}` },
+      emails: [{ value: `user${seq}@example.com`, primary: true }],
+      active: true,
+      'urn:ietf:params:scim:schemas:extension:lockstep:2.0:User': { site: 'Plant A' },
+    }).then((r) => r!.id);
+  const leaver = (id: string) => scim('PATCH', `/Users/${id}`, { schemas: ['urn:ietf:params:scim:api:messages:2.0:PatchOp'], Operations: [{ op: 'replace', value: { active: false } }] });
+
+  const pool = async <T>(items: T[], fn: (t: T) => Promise<unknown>) => {
+    let next = 0;
+    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }));
+  };
+  const settle = async (kind: string, target: number) => {
+    for (;;) {
+      const n = Number((countAccepted.get(kind) as { n: number }).n);
+      if (n >= target && Number((countOpen.get() as { n: number }).n) === 0 && Number((countDirty.get() as { n: number }).n) === 0) return Date.now();
+      const dead = Number((countDead.get() as { n: number }).n);
+      if (dead > 0) throw new Error(`${dead} operations dead-lettered during the benchmark`);
+      // Poll gently: a busy reader holds back WAL checkpoints in the daemon under test.
+      await sleep(200);
+    }
+  };
+
+  // Warm-up: sessions, JIT, SQLite cache.
+  const warm = await Promise.all(Array.from({ length: 200 }, () => joiner()));
+  await settle('grant', warm.length);
+
+  // 1. Throughput: joiners, then leavers of the same persons.
+  const t0 = Date.now();
+  const ids: string[] = [];
+  await pool(Array.from({ length: EVENTS }), async () => void ids.push(await joiner()));
+  const tJoinSent = Date.now();
+  const tJoinDone = await settle('grant', warm.length + EVENTS);
+  const t1 = Date.now();
+  await pool(ids, (id) => leaver(id));
+  const tLeaveSent = Date.now();
+  const tLeaveDone = await settle('leave', EVENTS);
+  const joinRate = EVENTS / ((tJoinDone - t0) / 1000);
+  const leaveRate = EVENTS / ((tLeaveDone - t1) / 1000);
+  const combined = (2 * EVENTS) / ((tJoinDone - t0 + tLeaveDone - t1) / 1000);
+  console.log(`joiners: ${EVENTS} in ${tJoinDone - t0} ms (SCIM accepted in ${tJoinSent - t0} ms) = ${joinRate.toFixed(0)}/s end to end`);
+  console.log(`leavers: ${EVENTS} in ${tLeaveDone - t1} ms (SCIM accepted in ${tLeaveSent - t1} ms) = ${leaveRate.toFixed(0)}/s end to end`);
+
+  // 2. Leaver latency under background load.
+  const provisioned = await Promise.all(Array.from({ length: LEAVER_RATE * LATENCY_SECONDS }, () => joiner()));
+  await settle('grant', warm.length + EVENTS + provisioned.length);
+  const sentAt = new Map<string, number>();
+  const end = Date.now() + LATENCY_SECONDS * 1000;
+  const background = (async () => {
+    const interval = 1000 / BACKGROUND_RATE;
+    let due = Date.now();
+    const inflight: Promise<unknown>[] = [];
+    while (Date.now() < end) {
+      inflight.push(joiner().catch((e) => console.error(e.message)));
+      due += interval;
+      await sleep(Math.max(0, due - Date.now()));
+    }
+    await Promise.all(inflight);
+  })();
+  const measured = (async () => {
+    const interval = 1000 / LEAVER_RATE;
+    let due = Date.now();
+    const inflight: Promise<unknown>[] = [];
+    for (const id of provisioned) {
+      if (Date.now() >= end) break;
+      sentAt.set(id, Date.now());
+      inflight.push(leaver(id));
+      due += interval;
+      await sleep(Math.max(0, due - Date.now()));
+    }
+    await Promise.all(inflight);
+  })();
+  await Promise.all([background, measured]);
+  await sleep(2000);
+  const acceptedAt = db.prepare("select accepted_at from operations where person_id = ? and kind = 'leave' and state = 'accepted'");
+  const latencies: number[] = [];
+  let missing = 0;
+  for (const [id, t] of sentAt) {
+    const row = acceptedAt.get(id) as { accepted_at: number } | undefined;
+    if (row) latencies.push(Number(row.accepted_at) - t);
+    else missing++;
+  }
+  const p50 = pct(latencies, 50);
+  const p99 = pct(latencies, 99);
+  console.log(`leaver latency at ${BACKGROUND_RATE} joiners/s background: n=${latencies.length} p50=${p50} ms p99=${p99} ms max=${Math.max(...latencies)} ms (missing ${missing})`);
+
+  const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+  const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+  const cpuTicks = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(' ');
+  const cpuSeconds = (Number(cpuTicks[13]) + Number(cpuTicks[14])) / 100;
+  const own = process.cpuUsage();
+  console.log(`lockstep peak RSS ${hwm.toFixed(0)} MB, CPU ${cpuSeconds.toFixed(1)} s; load generator + simulator CPU ${((own.user + own.system) / 1e6).toFixed(1)} s`);
+
+  child.kill('SIGTERM');
+  await new Promise((r) => child.once('exit', r));
+  db.close();
+  await sim.close();
+  await agent.close();
+  const r = new Redis(REDIS_URL);
+  for await (const b of r.scanStream({ match: `${prefix}:*`, count: 1000 })) if ((b as string[]).length) await r.del(...(b as string[]));
+  await r.quit();
+  rmSync(dir, { recursive: true, force: true });
+
+  const versions = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')).packages as Record<string, { version: string }>;
+  const v = (p: string) => versions[`node_modules/${p}`]?.version ?? '?';
+  const row = [
+    `### ${new Date().toISOString()} — pipeline (npm run bench)`,
+    '',
+    `Machine: ${cpus()[0]?.model ?? '?'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; SQLite store; Redis ${REDIS_URL}; ` +
+      `fastify ${v('fastify')}, bullmq ${v('bullmq')}, scimmy ${v('scimmy')}, kysely ${v('kysely')}. Simulator latency 0, in the load generator's process.`,
+    `Settings: ${EVENTS} events per phase, ${CONCURRENCY} SCIM requests in flight, reconcile and apply concurrency 64.`,
+    '',
+    '| figure | result | target |',
+    '|---|---:|---:|',
+    `| joiner events/s, end to end | ${joinRate.toFixed(0)} | |`,
+    `| leaver events/s, end to end | ${leaveRate.toFixed(0)} | |`,
+    `| joiner + leaver events/s, sustained | ${combined.toFixed(0)} | ≥ 1,000 |`,
+    `| leaver latency p50 at ${BACKGROUND_RATE} ev/s background | ${p50} ms | |`,
+    `| leaver latency p99 at ${BACKGROUND_RATE} ev/s background | ${p99} ms | < 250 ms |`,
+    `| lockstep peak RSS | ${hwm.toFixed(0)} MB | |`,
+    '',
+  ].join('\n');
+  appendFileSync(join(ROOT, 'bench/RESULTS.md'), `${row}\n`);
+  console.log('\nappended to bench/RESULTS.md');
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
