@@ -31,6 +31,8 @@ const arg = (name: string, dflt: number) => {
 const EVENTS = arg('events', 6000);
 const CONCURRENCY = arg('concurrency', 64);
 const LATENCY_SECONDS = arg('latency-seconds', 20);
+/** --split: `serve --no-workers` plus one `worker` process, the scale-out shape, to use both cores. */
+const SPLIT = process.argv.includes('--split');
 const BACKGROUND_RATE = 100;
 const LEAVER_RATE = 20;
 const ROOT = new URL('../', import.meta.url).pathname;
@@ -53,7 +55,7 @@ async function main() {
     server: { host: '127.0.0.1', port, shutdownGraceMs: 5000 },
     store: { driver: 'sqlite', sqlite: { path: dbPath } },
     redis: { url: REDIS_URL, prefix },
-    log: { level: 'warn' },
+    log: { level: process.env.BENCH_LOG_LEVEL ?? 'warn' },
     sources: [{ id: 'bench', idp: 'okta', scim: { tokenSha256: sha256Hex(token), rateLimitPerSecond: 1_000_000 } }],
     lockSystems: [
       {
@@ -69,7 +71,14 @@ async function main() {
   const cfgFile = join(dir, 'lockstep.json');
   writeFileSync(cfgFile, JSON.stringify(config));
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-  const child = spawn(process.execPath, [...prof, join(ROOT, 'src/cli.ts'), 'serve', '--config', cfgFile], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const launch = (args: string[]) => spawn(process.execPath, [...prof, join(ROOT, 'src/cli.ts'), ...args], { stdio: ['ignore', process.env.BENCH_LOG_LEVEL ? 'inherit' : 'ignore', 'inherit'] });
+  const children = [launch(['serve', '--config', cfgFile, ...(SPLIT ? ['--no-workers'] : [])])];
+  if (SPLIT) {
+    const workerCfg = join(dir, 'worker.json');
+    writeFileSync(workerCfg, JSON.stringify({ ...config, server: { ...config.server, port: port + 1 } }));
+    children.push(launch(['worker', '--config', workerCfg]));
+  }
+  const child = children[0]!;
   const base = `http://127.0.0.1:${port}`;
   const agent = new Agent({ connections: CONCURRENCY * 2, pipelining: 1 });
   for (let i = 0; ; i++) {
@@ -190,15 +199,17 @@ async function main() {
   const p99 = pct(latencies, 99);
   console.log(`leaver latency at ${BACKGROUND_RATE} joiners/s background: n=${latencies.length} p50=${p50} ms p99=${p99} ms max=${Math.max(...latencies)} ms (missing ${missing})`);
 
-  const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
-  const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
-  const cpuTicks = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(' ');
-  const cpuSeconds = (Number(cpuTicks[13]) + Number(cpuTicks[14])) / 100;
+  let hwm = 0;
+  let cpuSeconds = 0;
+  for (const c of children) {
+    hwm += Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${c.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+    const ticks = readFileSync(`/proc/${c.pid}/stat`, 'utf8').split(' ');
+    cpuSeconds += (Number(ticks[13]) + Number(ticks[14])) / 100;
+  }
   const own = process.cpuUsage();
   console.log(`lockstep peak RSS ${hwm.toFixed(0)} MB, CPU ${cpuSeconds.toFixed(1)} s; load generator + simulator CPU ${((own.user + own.system) / 1e6).toFixed(1)} s`);
 
-  child.kill('SIGTERM');
-  await new Promise((r) => child.once('exit', r));
+  await Promise.all(children.map((c) => new Promise((r) => { c.once('exit', r); c.kill('SIGTERM'); })));
   db.close();
   await sim.close();
   await agent.close();
@@ -214,7 +225,7 @@ async function main() {
     '',
     `Machine: ${cpus()[0]?.model ?? '?'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; SQLite store; Redis ${REDIS_URL}; ` +
       `fastify ${v('fastify')}, bullmq ${v('bullmq')}, scimmy ${v('scimmy')}, kysely ${v('kysely')}. Simulator latency 0, in the load generator's process.`,
-    `Settings: ${EVENTS} events per phase, ${CONCURRENCY} SCIM requests in flight, reconcile and apply concurrency 64.`,
+    `Settings: ${EVENTS} events per phase, ${CONCURRENCY} SCIM requests in flight, reconcile and apply concurrency 64; ${SPLIT ? 'two processes: `serve --no-workers` + `worker` (RSS is their sum)' : 'one `serve` process'}.`,
     '',
     '| figure | result | target |',
     '|---|---:|---:|',

@@ -11,11 +11,15 @@ import { openStore } from './store/db.ts';
 const USAGE = `lockstep — keeps physical key systems in lockstep with identity lifecycles
 
 Usage:
-  lockstep serve   [--config FILE]   HTTP (SCIM, admin API, health, metrics) and queue workers
+  lockstep serve   [--config FILE] [--no-workers]
+                                     HTTP (SCIM, admin API, health, metrics) and queue workers;
+                                     --no-workers: HTTP only, with \`lockstep worker\` processes beside it
   lockstep worker  [--config FILE]   queue workers only (scale-out); serves health and metrics
   lockstep migrate [--config FILE]   apply database migrations and exit
   lockstep audit verify [--config FILE]   check the audit hash chain; exit 1 if tampered
   lockstep sim iloq [--port N]       run the iLOQ API v2 simulator alone
+  lockstep sim cliq [--port N] [--token T] [--tls-dir DIR]
+                                     run the CLIQ simulator (assumed CWM contract) alone
   lockstep token                     generate an admin/SCIM token and its SHA-256 for the config
   lockstep hash-token TOKEN          print the SHA-256 of an existing token
 
@@ -26,7 +30,7 @@ async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case 'serve':
     case 'worker':
-      return serve(argv, cmd === 'serve');
+      return serve(argv, cmd === 'serve', !(cmd === 'serve' && argv.includes('--no-workers')));
     case 'migrate': {
       const cfg = config(argv);
       const store = openStore(cfg.store);
@@ -57,7 +61,12 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     case 'sim': {
-      if (sub !== 'iloq') return usage(`unknown simulator "${sub ?? ''}" (available: iloq)`);
+      if (sub === 'cliq') {
+        const { runCliqSimulatorCli } = await import('../adapters/locks/cliq/simulator.ts');
+        await runCliqSimulatorCli(argv.slice(2));
+        return -1;
+      }
+      if (sub !== 'iloq') return usage(`unknown simulator "${sub ?? ''}" (available: iloq, cliq)`);
       const { runIloqSimulatorCli } = await import('../adapters/locks/iloq/simulator.ts');
       await runIloqSimulatorCli(argv.slice(2));
       return -1;
@@ -94,10 +103,10 @@ function config(argv: string[]): Config {
   return loadConfig(file);
 }
 
-async function serve(argv: string[], http: boolean): Promise<number> {
+async function serve(argv: string[], http: boolean, workers: boolean): Promise<number> {
   const cfg = config(argv);
   const log = createLogger(cfg.log.level);
-  const rt = await startLockstep(cfg, log, { http, workers: true, probes: true });
+  const rt = await startLockstep(cfg, log, { http, workers, probes: true });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

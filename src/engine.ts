@@ -9,6 +9,7 @@ import { retryDelayMs } from './queue/retry.ts';
 import { Applier, RetryableApplyError } from './reconcile/applier.ts';
 import { Reconciler } from './reconcile/reconciler.ts';
 import { Sweeper } from './reconcile/sweeper.ts';
+import { EffectivenessWatcher } from './reconcile/effectiveness.ts';
 import type { Store } from './store/db.ts';
 import type { IdentityRepo } from './store/identities.ts';
 
@@ -22,6 +23,7 @@ export class Engine {
   readonly reconciler: Reconciler;
   readonly applier: Applier;
   readonly sweeper: Sweeper;
+  readonly effectiveness: EffectivenessWatcher;
   readonly redis: Redis;
   private readonly workers: Worker[] = [];
   private readonly cfg: Config;
@@ -45,6 +47,7 @@ export class Engine {
       intervalMs: deps.config.reconcile.sweepIntervalMs,
       afterMs: deps.config.reconcile.sweepAfterMs,
     });
+    this.effectiveness = new EffectivenessWatcher({ store: deps.store, lockSystems: deps.lockSystems, log: deps.log, intervalMs: deps.config.reconcile.effectiveCheckIntervalMs });
     // The commit already happened; if this enqueue is lost, the sweeper finds the dirty mark.
     deps.identities.onDirty((marks) => {
       this.queues.enqueueReconcile(marks).catch((err) => this.log.warn({ err: err.message }, 'enqueue reconcile failed; the sweeper will retry'));
@@ -103,6 +106,7 @@ export class Engine {
     }
     for (const w of this.workers) void w.run().catch((err) => this.log.error({ err: err.message }, 'worker stopped'));
     this.sweeper.start();
+    this.effectiveness.start();
   }
 
   /** Operations planned while the job was finishing would otherwise wait for the sweeper. */
@@ -139,6 +143,7 @@ export class Engine {
    */
   async stop(graceMs: number): Promise<void> {
     await this.sweeper.stop();
+    await this.effectiveness.stop();
     if (this.redis.status !== 'ready') this.redis.disconnect();
     const graceful = Promise.all(this.workers.map((w) => w.close()));
     let timer: NodeJS.Timeout | undefined;

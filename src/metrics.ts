@@ -58,6 +58,37 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly exposedKeys = new Gauge({
+    name: 'lockstep_exposure_keys',
+    help: 'Keys whose revocation was accepted but has not reached the key yet (second truth pending).',
+    labelNames: ['lock_system'] as const,
+    registers: [this.registry],
+  });
+  readonly unboundedKeys = new Gauge({
+    name: 'lockstep_exposure_unbounded_keys',
+    help: 'Revoked-but-not-effective keys with no known horizon: nothing stops them until reprogrammed or blocklisted.',
+    labelNames: ['lock_system'] as const,
+    registers: [this.registry],
+  });
+  readonly oldestHorizon = new Gauge({
+    name: 'lockstep_exposure_oldest_horizon_timestamp_seconds',
+    help: 'Earliest horizon (Unix time) among revoked-but-not-effective keys: the next one due to stop working on its own.',
+    labelNames: ['lock_system'] as const,
+    registers: [this.registry],
+  });
+  readonly latestHorizon = new Gauge({
+    name: 'lockstep_exposure_latest_horizon_timestamp_seconds',
+    help: 'Latest horizon (Unix time) among bounded revoked-but-not-effective keys: until then a revoked key may still open a door.',
+    labelNames: ['lock_system'] as const,
+    registers: [this.registry],
+  });
+  readonly openTasks = new Gauge({
+    name: 'lockstep_tasks_open',
+    help: 'Manual tasks not yet done, and how many are past their deadline.',
+    labelNames: ['overdue'] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'lockstep_' });
   }

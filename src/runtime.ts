@@ -1,6 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { IloqLockSystem } from '../adapters/locks/iloq/adapter.ts';
 import { startIloqSimulator } from '../adapters/locks/iloq/simulator.ts';
+import { CliqLockSystem } from '../adapters/locks/cliq/adapter.ts';
+import { startCliqSimulator } from '../adapters/locks/cliq/simulator.ts';
 import type { Config, LockSystemConfig } from './config/schema.ts';
 import { Engine } from './engine.ts';
 import { buildApp } from './http/app.ts';
@@ -53,7 +55,7 @@ export function createLockSystem(cfg: LockSystemConfig, log: Logger): LockSystem
     case 'iloq':
       return new IloqLockSystem(cfg, log);
     case 'cliq':
-      throw new StartupError(`lock system "${cfg.id}": the CLIQ adapter is not available in this version of lockstep`);
+      return new CliqLockSystem(cfg, log);
   }
 }
 
@@ -69,8 +71,11 @@ export async function startLockstep(config: Config, log: Logger, opts: { http: b
   };
   try {
     for (const sim of config.simulators) {
-      const s = await startIloqSimulator({ port: sim.port, host: '127.0.0.1', seed: sim.seed, programDelayMs: sim.programDelayMs });
-      log.info({ url: s.url }, 'bundled iLOQ simulator listening (demo only)');
+      const s =
+        sim.kind === 'iloq'
+          ? await startIloqSimulator({ port: sim.port, host: '127.0.0.1', seed: sim.seed, programDelayMs: sim.programDelayMs })
+          : await startCliqSimulator({ port: sim.port, host: '127.0.0.1', seed: sim.seed, token: sim.token, jobDelayMs: sim.jobDelayMs });
+      log.info({ kind: sim.kind, url: s.url }, 'bundled lock-system simulator listening (demo only)');
       closers.push(() => s.close());
     }
 

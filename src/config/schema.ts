@@ -111,6 +111,17 @@ const iloqSchema = z
     lockGroupId: z.string().optional(),
     /** Zone (type 4, default zone for keys and persons) used when lockstep creates a person. */
     personZoneId: z.string().optional(),
+    /**
+     * iLOQ webhooks to /hooks/iloq/{id}: the subscription's SignKey (HMAC-SHA256 of the raw body in
+     * Webhook-Signature) and how old a delivery's CreationTimeUtc may be.
+     */
+    webhook: z
+      .object({
+        signKey: z.string().min(8),
+        maxAgeSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(300),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -144,6 +155,14 @@ const cliqSchema = z
 const lockSystemBase = {
   id,
   displayName: z.string().optional(),
+  /** Manual work the lock system hands to people (collect a key a leaver still holds). */
+  tasks: z
+    .object({
+      /** Days a locksmith has to collect a leaver's key before the task is overdue. */
+      collectDeadlineDays: z.number().int().min(0).max(365).default(14),
+    })
+    .strict()
+    .default({ collectDeadlineDays: 14 }),
   apply: applySchema.default({ concurrency: 16, retry: { attempts: 20, baseMs: 500, maxMs: 300_000 }, requestTimeoutMs: 15_000 }),
 };
 
@@ -223,22 +242,40 @@ export const configSchema = z
          * means faster recovery after a crash, at the cost of more Redis traffic.
          */
         jobLockMs: z.number().int().min(1_000).default(30_000),
+        /**
+         * How often lockstep asks lock systems whether accepted changes have physically reached
+         * the keys (the second truth of revocation). Webhooks, where configured, trigger it at once.
+         */
+        effectiveCheckIntervalMs: z.number().int().min(100).default(15_000),
       })
       .strict()
-      .default({ concurrency: 32, sweepIntervalMs: 5_000, sweepAfterMs: 5_000, jobLockMs: 30_000 }),
+      .default({ concurrency: 32, sweepIntervalMs: 5_000, sweepAfterMs: 5_000, jobLockMs: 30_000, effectiveCheckIntervalMs: 15_000 }),
     /** Lock-system simulators started in-process (for the quick start and demos only). */
     simulators: z
       .array(
-        z
-          .object({
-            kind: z.literal('iloq'),
-            port: z.number().int().min(0).max(65535),
-            /** 'demo' seeds a small access catalogue (Main entrance, Control room, ...). */
-            seed: z.enum(['demo', 'none']).default('demo'),
-            /** Ordered keys report "programmed" after this delay, as if a phone key synced. */
-            programDelayMs: z.number().int().min(0).default(2_000),
-          })
-          .strict(),
+        z.discriminatedUnion('kind', [
+          z
+            .object({
+              kind: z.literal('iloq'),
+              port: z.number().int().min(0).max(65535),
+              /** 'demo' seeds a small access catalogue (Main entrance, Control room, ...). */
+              seed: z.enum(['demo', 'none']).default('demo'),
+              /** Ordered keys report "programmed" after this delay, as if a phone key synced. */
+              programDelayMs: z.number().int().min(0).default(2_000),
+            })
+            .strict(),
+          z
+            .object({
+              kind: z.literal('cliq'),
+              port: z.number().int().min(0).max(65535),
+              seed: z.enum(['demo', 'none']).default('demo'),
+              /** Bearer token the simulator requires (configure the same as cliq.bearerToken). */
+              token: z.string().min(1),
+              /** Programming jobs complete after this delay, as if keys were updated at a wall device. */
+              jobDelayMs: z.number().int().min(0).default(2_000),
+            })
+            .strict(),
+        ]),
       )
       .default([]),
   })

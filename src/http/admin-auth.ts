@@ -7,13 +7,22 @@ import type { AdminRole, Config } from '../config/schema.ts';
  * does not reveal which entry matched or how many exist).
  */
 
-export type Permission = 'persons:read' | 'jobs:read' | 'jobs:retry' | 'audit:read' | 'reconcile:request' | 'metrics:read';
+export type Permission =
+  | 'persons:read'
+  | 'jobs:read'
+  | 'jobs:retry'
+  | 'audit:read'
+  | 'reconcile:request'
+  | 'metrics:read'
+  | 'exposure:read'
+  | 'tasks:read'
+  | 'tasks:done';
 
 /** Least privilege: auditors read, the CRO reads state (lockdowns come later), only admins act. */
 export const ROLE_PERMISSIONS: Record<AdminRole, ReadonlySet<Permission>> = {
-  admin: new Set(['persons:read', 'jobs:read', 'jobs:retry', 'audit:read', 'reconcile:request', 'metrics:read']),
-  auditor: new Set(['persons:read', 'jobs:read', 'audit:read', 'metrics:read']),
-  cro: new Set(['persons:read', 'metrics:read']),
+  admin: new Set(['persons:read', 'jobs:read', 'jobs:retry', 'audit:read', 'reconcile:request', 'metrics:read', 'exposure:read', 'tasks:read', 'tasks:done']),
+  auditor: new Set(['persons:read', 'jobs:read', 'audit:read', 'metrics:read', 'exposure:read', 'tasks:read']),
+  cro: new Set(['persons:read', 'metrics:read', 'exposure:read', 'tasks:read']),
 };
 
 export interface Principal {

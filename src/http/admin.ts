@@ -154,6 +154,81 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     return reply.code(202).send({ id: row.id, personId: row.person_id, status: 'requeued' });
   });
 
+  app.get<{ Querystring: { lockSystem?: string } }>('/exposure', { preHandler: guard('exposure:read') }, async (req) => {
+    let q = store.db
+      .selectFrom('key_changes')
+      .select(['lock_system_id', 'person_id', 'key_id', 'operation_id', 'kind', 'job_id', 'accepted_at', 'horizon', 'checked_at'])
+      .where('revocation', '=', 1)
+      .where('effective_at', 'is', null);
+    if (req.query.lockSystem) q = q.where('lock_system_id', '=', req.query.lockSystem);
+    const rows = await q.orderBy('accepted_at').limit(10_000).execute();
+    const unbounded = rows.filter((r) => r.horizon === null).length;
+    const latest = rows.reduce<number | null>((m, r) => (r.horizon === null ? m : Math.max(m ?? 0, Number(r.horizon))), null);
+    return {
+      keys: rows.length,
+      unbounded,
+      // Unbounded keys have no horizon: until they are reprogrammed or blocklisted, nothing stops them.
+      latestHorizon: unbounded ? null : iso(latest),
+      items: rows.map((r) => ({
+        lockSystem: r.lock_system_id,
+        personId: r.person_id,
+        keyId: r.key_id,
+        operationId: r.operation_id,
+        kind: r.kind,
+        jobId: r.job_id,
+        acceptedAt: iso(r.accepted_at),
+        horizon: iso(r.horizon),
+        lastCheckedAt: iso(r.checked_at),
+      })),
+    };
+  });
+
+  app.get<{ Querystring: { state?: string; person?: string; limit?: string } }>('/tasks', { preHandler: guard('tasks:read') }, async (req, reply) => {
+    const limit = parseLimit(req.query.limit);
+    if (limit === undefined) return sendProblem(reply, 'INVALID_REQUEST', `limit must be an integer between 1 and ${MAX_PAGE}`);
+    const state = req.query.state ?? 'open';
+    if (!['open', 'done', 'all'].includes(state)) return sendProblem(reply, 'INVALID_REQUEST', 'state must be open, done or all');
+    let q = store.db.selectFrom('tasks').selectAll();
+    if (state === 'open') q = q.where('done_at', 'is', null);
+    if (state === 'done') q = q.where('done_at', 'is not', null);
+    if (req.query.person) q = q.where('person_id', '=', req.query.person);
+    const rows = await q.orderBy('deadline').orderBy('id').limit(limit).execute();
+    const now = Date.now();
+    return {
+      items: rows.map((t) => ({
+        id: t.id,
+        kind: t.kind,
+        description: t.description,
+        reason: t.reason,
+        lockSystem: t.lock_system_id,
+        personId: t.person_id,
+        keyId: t.key_id,
+        createdAt: iso(t.created_at),
+        deadline: iso(t.deadline),
+        overdue: t.done_at === null && Number(t.deadline) < now,
+        doneAt: iso(t.done_at),
+        doneBy: t.done_by,
+        note: t.note,
+      })),
+    };
+  });
+
+  app.post<{ Params: { id: string }; Body: { note?: unknown } | undefined }>('/tasks/:id/done', { preHandler: guard('tasks:done') }, async (req, reply) => {
+    const note = req.body?.note;
+    if (note !== undefined && (typeof note !== 'string' || note.length > 2000)) return sendProblem(reply, 'INVALID_REQUEST', 'note must be a string of at most 2000 characters');
+    const task = await store.db.selectFrom('tasks').selectAll().where('id', '=', req.params.id).executeTakeFirst();
+    if (!task) return sendProblem(reply, 'NOT_FOUND', `task ${req.params.id} not found`);
+    if (task.done_at !== null) return sendProblem(reply, 'CONFLICT', `task ${task.id} was closed at ${iso(task.done_at)} by ${task.done_by}`);
+    const now = Date.now();
+    await store.db.transaction().execute(async (trx) => {
+      await trx.updateTable('tasks').set({ done_at: now, done_by: req.principal!.name, note: (note as string | undefined) ?? null }).where('id', '=', task.id).execute();
+      await appendAudit(trx, store.dialect, [
+        { actor: `admin:${req.principal!.name}`, action: 'task.done', subject: `task:${task.id}`, personId: task.person_id, detail: { kind: task.kind, keyId: task.key_id, note: note ?? null, overdue: Number(task.deadline) < now }, correlationId: String(req.id) },
+      ]);
+    });
+    return { id: task.id, status: 'done', doneAt: iso(now) };
+  });
+
   app.get<{ Querystring: Record<string, string | undefined> }>('/audit', { preHandler: guard('audit:read') }, async (req, reply) => {
     const q = req.query;
     const limit = parseLimit(q.limit);

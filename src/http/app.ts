@@ -95,4 +95,33 @@ async function refreshGauges({ engine, store, metrics }: AppDeps): Promise<void>
   metrics.openDeadLetters.set(Number(dead.n));
   const pending = await store.db.selectFrom('operations').select((eb) => eb.fn.countAll<number>().as('n')).where('state', 'in', ['pending', 'running']).executeTakeFirstOrThrow();
   metrics.pendingOperations.set(Number(pending.n));
+  const exposure = await store.db
+    .selectFrom('key_changes')
+    .select((eb) => [
+      'lock_system_id',
+      eb.fn.countAll<number>().as('n'),
+      eb.fn.min('horizon').as('oldest'),
+      eb.fn.max('horizon').as('latest'),
+      eb.fn.sum<number>(eb.case().when('horizon', 'is', null).then(1).else(0).end()).as('unbounded'),
+    ])
+    .where('revocation', '=', 1)
+    .where('effective_at', 'is', null)
+    .groupBy('lock_system_id')
+    .execute();
+  for (const g of [metrics.exposedKeys, metrics.unboundedKeys, metrics.oldestHorizon, metrics.latestHorizon]) g.reset();
+  for (const e of exposure) {
+    const labels = { lock_system: e.lock_system_id };
+    metrics.exposedKeys.set(labels, Number(e.n));
+    metrics.unboundedKeys.set(labels, Number(e.unbounded));
+    if (e.oldest !== null) metrics.oldestHorizon.set(labels, Number(e.oldest) / 1000);
+    if (e.latest !== null) metrics.latestHorizon.set(labels, Number(e.latest) / 1000);
+  }
+  const now = Date.now();
+  const tasks = await store.db
+    .selectFrom('tasks')
+    .select((eb) => [eb.fn.countAll<number>().as('n'), eb.fn.sum<number>(eb.case().when('deadline', '<', now).then(1).else(0).end()).as('overdue')])
+    .where('done_at', 'is', null)
+    .executeTakeFirstOrThrow();
+  metrics.openTasks.set({ overdue: 'false' }, Number(tasks.n) - Number(tasks.overdue ?? 0));
+  metrics.openTasks.set({ overdue: 'true' }, Number(tasks.overdue ?? 0));
 }

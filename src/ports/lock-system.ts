@@ -12,7 +12,7 @@
  * not persist anything (the store does). It never throws anything but `LockSystemError` for
  * failures it understands; any other exception is treated as retryable.
  *
- * Contract every adapter must meet (checked by test/conformance):
+ * Contract every adapter must meet (checked by the suite in test/conformance/):
  * - `apply` is idempotent: re-applying an accepted operation succeeds without a second change
  *   (a grant that is already there is "already" not "again").
  * - `apply` of a revoke/leave for a person the lock system does not know succeeds with
@@ -52,6 +52,47 @@ export interface KeyResult {
   reason?: string;
   /** Programming was ordered so the change reaches the physical key. */
   programmingOrdered?: boolean;
+  /** Lock-system job that carries this change to the physical key (CLIQ job id), if any. */
+  jobId?: string;
+  /** True when the change is already physically effective (e.g. nothing had to be programmed). */
+  effective?: boolean;
+  /**
+   * For revocations: the latest moment (ISO) this key could still open a door with the access it
+   * had, if the key is never updated again (validity end, revalidation horizon, offline expiry).
+   * Absent when the lock system gives no bound.
+   */
+  exposureUntil?: string;
+  /** Work only a person can do for this key; the core turns it into a manual task. */
+  task?: ManualTaskRequest;
+}
+
+export interface ManualTaskRequest {
+  kind: 'collect_key' | 'blocklist_key' | 'program_key';
+  /** One sentence for the locksmith: what, where, why. */
+  description: string;
+}
+
+/** Whether accepted changes on a key have physically reached it. */
+export interface KeyProgrammingState {
+  keyId: string;
+  /** Every accepted change is on the physical key (iLOQ: programmed state equals current; CLIQ: no pending job). */
+  effective: boolean;
+  pendingJobs?: number;
+  /** Latest moment (ISO) the key could still open a door with superseded access, when bounded. */
+  horizon?: string;
+  /** When the key was last updated/programmed, if known (ISO). */
+  lastUpdatedAt?: string;
+}
+
+/** A physical access event read from the lock system's audit trail. */
+export interface AccessEvent {
+  id: string;
+  at: string;
+  keyId: string;
+  lockId: string;
+  result: 'granted' | 'denied';
+  /** lockstep's person id (the external id on the lock system), when the key has a holder. */
+  externalId?: string;
 }
 
 export interface ApplyResult {
@@ -102,7 +143,7 @@ export interface LockSystem {
   start(): Promise<void>;
   /** Release sessions (iLOQ KillSession). Called once at shutdown. */
   close(): Promise<void>;
-  /** Cheap reachability check for /readyz. */
+  /** Cheap reachability check (used at start and by operators' diagnostics). */
   ping(): Promise<void>;
   /** Names of access this adapter can grant (its managed catalogue). */
   catalogue(): Promise<string[]>;
@@ -110,4 +151,8 @@ export interface LockSystem {
   readPerson(externalId: string): Promise<LockPerson | null>;
   /** Apply one operation. Throws LockSystemError on failure. */
   apply(req: ApplyRequest): Promise<ApplyResult>;
+  /** Programming state of the person's keys: has what was accepted become physically effective? */
+  programmingState(externalId: string): Promise<KeyProgrammingState[]>;
+  /** Physical access events after `cursor` (oldest first), and the cursor to continue from. */
+  readEvents(cursor: string | undefined, limit: number): Promise<{ events: AccessEvent[]; cursor: string | undefined }>;
 }

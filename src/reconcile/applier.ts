@@ -1,14 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import type { Job } from 'bullmq';
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
 import { applyToState } from '../domain/planner.ts';
 import type { OperationKind, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
-import { LockSystemError, type LockSystem, type PersonRef } from '../ports/lock-system.ts';
+import { LockSystemError, type ApplyResult, type LockSystem, type PersonRef } from '../ports/lock-system.ts';
+import type { Config } from '../config/schema.ts';
 import type { ApplyJob } from '../queue/queues.ts';
 import type { Store } from '../store/db.ts';
+import type { Database } from '../store/schema.ts';
 import type { IdentityRepo } from '../store/identities.ts';
 
 /**
@@ -65,7 +67,10 @@ export class Applier {
   private readonly log: Logger;
   private readonly metrics: Metrics | undefined;
 
-  constructor(deps: { store: Store; identities: IdentityRepo; lockSystems: Map<string, LockSystem>; log: Logger; metrics?: Metrics }) {
+  private readonly collectDeadlineMs: Map<string, number>;
+
+  constructor(deps: { store: Store; identities: IdentityRepo; lockSystems: Map<string, LockSystem>; log: Logger; metrics?: Metrics; config: Config }) {
+    this.collectDeadlineMs = new Map(deps.config.lockSystems.map((l) => [l.id, l.tasks.collectDeadlineDays * 86_400_000]));
     this.store = deps.store;
     this.identities = deps.identities;
     this.systems = deps.lockSystems;
@@ -161,10 +166,38 @@ export class Applier {
     });
   }
 
-  private async accept(lockSystemId: string, personId: string, op: OpRow, result: unknown): Promise<void> {
+  private async accept(lockSystemId: string, personId: string, op: OpRow, result: ApplyResult): Promise<void> {
     const now = Date.now();
+    const revocation = op.kind === 'revoke' || op.kind === 'leave';
+    // The first truth is now; the second comes per key, when the change reaches it.
+    const pending = result.keys.filter((k) => k.change === 'changed' && k.effective !== true);
     await this.store.db.transaction().execute(async (trx) => {
-      await trx.updateTable('operations').set({ state: 'accepted', accepted_at: now, last_error: null, result: JSON.stringify(result) }).where('id', '=', op.id).execute();
+      await trx
+        .updateTable('operations')
+        .set({ state: 'accepted', accepted_at: now, effective_at: pending.length ? null : now, last_error: null, result: JSON.stringify(result) })
+        .where('id', '=', op.id)
+        .execute();
+      if (pending.length)
+        await trx
+          .insertInto('key_changes')
+          .values(
+            pending.map((k) => ({
+              id: randomUUID(),
+              operation_id: op.id,
+              lock_system_id: lockSystemId,
+              person_id: personId,
+              key_id: k.keyId,
+              kind: op.kind,
+              revocation: revocation ? 1 : 0,
+              job_id: k.jobId ?? null,
+              accepted_at: now,
+              effective_at: null,
+              horizon: k.exposureUntil ? Date.parse(k.exposureUntil) : null,
+              checked_at: null,
+            })),
+          )
+          .execute();
+      const taskEntries = await this.raiseTasks(trx, lockSystemId, personId, op, result, now);
       const cur = await trx.selectFrom('lock_state').select(['access', 'departed']).where('lock_system_id', '=', lockSystemId).where('person_id', '=', personId).executeTakeFirst();
       const next = applyToState(cur ? { access: new Set(JSON.parse(cur.access) as string[]), left: cur.departed === 1 } : undefined, {
         kind: op.kind as PlannedOperation['kind'],
@@ -184,10 +217,45 @@ export class Applier {
           subject: `operation:${op.id}`,
           personId,
           correlationId: op.correlation_id,
-          detail: { lockSystem: lockSystemId, kind: op.kind, access: JSON.parse(op.access), result },
+          detail: { lockSystem: lockSystemId, kind: op.kind, access: JSON.parse(op.access), result, awaitingKeys: pending.map((k) => k.keyId) },
         },
+        ...taskEntries,
       ]);
     });
+  }
+
+  /** Work only a person can do, one open task per (key, kind): leave is applied again on retries. */
+  private async raiseTasks(trx: Transaction<Database>, lockSystemId: string, personId: string, op: OpRow, result: ApplyResult, now: number): Promise<AuditEntry[]> {
+    const entries: AuditEntry[] = [];
+    for (const k of result.keys) {
+      if (!k.task) continue;
+      const open = await trx
+        .selectFrom('tasks')
+        .select('id')
+        .where('lock_system_id', '=', lockSystemId)
+        .where('person_id', '=', personId)
+        .where('key_id', '=', k.keyId)
+        .where('kind', '=', k.task.kind)
+        .where('done_at', 'is', null)
+        .executeTakeFirst();
+      if (open) continue;
+      const id = randomUUID();
+      const deadline = now + (this.collectDeadlineMs.get(lockSystemId) ?? 14 * 86_400_000);
+      const reason = `${op.kind} of ${personId} on ${lockSystemId}`;
+      await trx
+        .insertInto('tasks')
+        .values({ id, lock_system_id: lockSystemId, person_id: personId, key_id: k.keyId, kind: k.task.kind, description: k.task.description, reason, correlation_id: op.correlation_id, created_at: now, deadline, done_at: null, done_by: null, note: null })
+        .execute();
+      entries.push({
+        actor: `system:apply:${lockSystemId}`,
+        action: 'task.raised',
+        subject: `task:${id}`,
+        personId,
+        correlationId: op.correlation_id,
+        detail: { kind: k.task.kind, keyId: k.keyId, description: k.task.description, deadline: new Date(deadline).toISOString() },
+      });
+    }
+    return entries;
   }
 
   private async release(personId: string, op: OpRow, e: LockSystemError, action: string): Promise<void> {

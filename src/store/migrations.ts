@@ -157,6 +157,70 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await db.schema.createIndex('operations_failed_job').on('operations').column('failed_job_id').execute();
       },
     },
+    '0004_two_truths_tasks_schedule': {
+      /**
+       * The second truth of revocation: per key, when a change was accepted and when it became
+       * physically effective, with the latest moment the key could still open a door meanwhile.
+       * Manual tasks (collect a key, blocklist it) and the time-based schedule (termination
+       * dates, access windows) live beside them; inbound_events dedupes webhook deliveries.
+       */
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('key_changes')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('operation_id', 'text', (c) => c.notNull())
+          .addColumn('lock_system_id', 'text', (c) => c.notNull())
+          .addColumn('person_id', 'text', (c) => c.notNull())
+          .addColumn('key_id', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('revocation', 'integer', (c) => c.notNull())
+          .addColumn('job_id', 'text')
+          .addColumn('accepted_at', bigint, (c) => c.notNull())
+          .addColumn('effective_at', bigint)
+          .addColumn('horizon', bigint)
+          .addColumn('checked_at', bigint)
+          .execute();
+        await db.schema.createIndex('key_changes_open').on('key_changes').columns(['effective_at', 'lock_system_id', 'person_id']).execute();
+        await db.schema.createIndex('key_changes_key').on('key_changes').columns(['lock_system_id', 'key_id']).execute();
+        await db.schema.createIndex('key_changes_operation').on('key_changes').column('operation_id').execute();
+
+        await db.schema
+          .createTable('tasks')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('lock_system_id', 'text', (c) => c.notNull())
+          .addColumn('person_id', 'text', (c) => c.notNull())
+          .addColumn('key_id', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('description', 'text', (c) => c.notNull())
+          .addColumn('reason', 'text', (c) => c.notNull())
+          .addColumn('correlation_id', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('deadline', bigint, (c) => c.notNull())
+          .addColumn('done_at', bigint)
+          .addColumn('done_by', 'text')
+          .addColumn('note', 'text')
+          .execute();
+        await db.schema.createIndex('tasks_open').on('tasks').columns(['done_at', 'deadline']).execute();
+        await db.schema.createIndex('tasks_subject').on('tasks').columns(['lock_system_id', 'person_id', 'key_id', 'kind']).execute();
+
+        await db.schema
+          .createTable('schedule')
+          .addColumn('person_id', 'text', (c) => c.primaryKey())
+          .addColumn('due_at', bigint, (c) => c.notNull())
+          .addColumn('reason', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('schedule_due').on('schedule').column('due_at').execute();
+
+        await db.schema
+          .createTable('inbound_events')
+          .addColumn('source', 'text', (c) => c.notNull())
+          .addColumn('event_id', 'text', (c) => c.notNull())
+          .addColumn('received_at', bigint, (c) => c.notNull())
+          .addPrimaryKeyConstraint('inbound_events_pk', ['source', 'event_id'])
+          .execute();
+        await db.schema.createIndex('inbound_events_received').on('inbound_events').column('received_at').execute();
+      },
+    },
   };
   return { getMigrations: async () => list };
 }

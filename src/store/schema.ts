@@ -84,6 +84,53 @@ export interface OperationsTable {
   failed_job_id: string | null;
 }
 
+/** One key's share of an accepted operation, until it is physically effective. */
+export interface KeyChangesTable {
+  id: string;
+  operation_id: string;
+  lock_system_id: string;
+  person_id: string;
+  key_id: string;
+  kind: string;
+  /** 1 when the change takes access away (revoke, leave): it counts towards residual exposure. */
+  revocation: number;
+  job_id: string | null;
+  accepted_at: number;
+  effective_at: number | null;
+  /** Latest moment the key could still open a door with its old access; null = unbounded/unknown. */
+  horizon: number | null;
+  checked_at: number | null;
+}
+
+export interface TasksTable {
+  id: string;
+  lock_system_id: string;
+  person_id: string;
+  key_id: string;
+  kind: string;
+  description: string;
+  reason: string;
+  correlation_id: string;
+  created_at: number;
+  deadline: number;
+  done_at: number | null;
+  done_by: string | null;
+  note: string | null;
+}
+
+/** When a person must be reconciled again because time passes (termination date, access window). */
+export interface ScheduleTable {
+  person_id: string;
+  due_at: number;
+  reason: string;
+}
+
+export interface InboundEventsTable {
+  source: string;
+  event_id: string;
+  received_at: number;
+}
+
 export interface MetaTable {
   key: string;
   value: string;
@@ -130,4 +177,8 @@ export interface Database {
   audit: AuditTable;
   audit_head: AuditHeadTable;
   meta: MetaTable;
+  key_changes: KeyChangesTable;
+  tasks: TasksTable;
+  schedule: ScheduleTable;
+  inbound_events: InboundEventsTable;
 }

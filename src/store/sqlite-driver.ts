@@ -20,7 +20,11 @@ export function openSqlite(path: string): { db: DatabaseSync; kysely: SqliteData
   const cache = new Map<string, SqliteStatement>();
   const kysely: SqliteDatabase = {
     close: () => db.close(),
-    prepare(sql: string): SqliteStatement {
+    prepare(text: string): SqliteStatement {
+      // Every lockstep transaction writes. BEGIN IMMEDIATE takes the write lock up front, so a
+      // second process (`lockstep worker` beside `serve`) waits on busy_timeout instead of
+      // failing with SQLITE_BUSY when a read transaction later tries to write.
+      const sql = text === 'begin' ? 'begin immediate' : text;
       const hit = cache.get(sql);
       if (hit) return hit;
       const stmt = db.prepare(sql);

@@ -56,7 +56,7 @@ describe('iLOQ adapter: grant', () => {
     expect(res.remotePersonId).toBe(person.Person_ID);
 
     const keyId = onlyKey('emp-1');
-    expect(res.keys).toEqual([{ keyId, change: 'changed', programmingOrdered: true }]);
+    expect(res.keys).toEqual([{ keyId, change: 'changed', programmingOrdered: true, effective: false }]);
     expect(r.sim.getKeyAccessNames(keyId)).toEqual(['Main entrance', 'Server room']);
     expect(r.sim.getKeyAccessNames(keyId, 'programmed')).toEqual([]);
     expect(r.sim.state.record(keyId).key.ProgrammingState).toBe(SimProgrammingState.ordered);
@@ -82,7 +82,7 @@ describe('iLOQ adapter: grant', () => {
     r.sim.clearRequestLog();
 
     const again = await r.lock.apply(op('grant', 'emp-2', ['Control room']));
-    expect(again.keys).toEqual([{ keyId, change: 'unchanged', programmingOrdered: false }]);
+    expect(again.keys).toEqual([{ keyId, change: 'unchanged', programmingOrdered: false, effective: true }]);
     expect(r.sim.countRequests('POST', '/SecurityAccesses')).toBe(0);
     expect(r.sim.countRequests('POST', '/Persons')).toBe(0);
     expect(r.sim.countRequests('POST', '/Order')).toBe(0);
@@ -107,7 +107,7 @@ describe('iLOQ adapter: grant', () => {
     const sa = r.sim.state.findAccess('Substation A')!;
     r.sim.state.addAccess(key.FNKey_ID, sa.SecurityAccess_ID); // the crash happened right after this POST
     const res = await r.lock.apply(op('grant', 'emp-4', ['Substation A']));
-    expect(res.keys).toEqual([{ keyId: key.FNKey_ID, change: 'unchanged', programmingOrdered: true }]);
+    expect(res.keys).toEqual([{ keyId: key.FNKey_ID, change: 'unchanged', programmingOrdered: true, effective: false }]);
     expect(r.sim.countRequests('POST', `/Keys/${key.FNKey_ID}/Order`)).toBe(1);
   });
 
@@ -157,7 +157,7 @@ describe('iLOQ adapter: grant', () => {
     const byId = new Map(res.keys.map((k) => [k.keyId, k]));
     expect(byId.get(bad.FNKey_ID)).toMatchObject({ change: 'skipped', programmingOrdered: false });
     expect(byId.get(bad.FNKey_ID)!.reason).toMatch(/unmodifiable.*CanAdd 2/);
-    expect(byId.get(good.FNKey_ID)).toEqual({ keyId: good.FNKey_ID, change: 'changed', programmingOrdered: true });
+    expect(byId.get(good.FNKey_ID)).toEqual({ keyId: good.FNKey_ID, change: 'changed', programmingOrdered: true, effective: false });
     expect(r.sim.getKeyAccessNames(bad.FNKey_ID)).toEqual([]);
   });
 
@@ -194,7 +194,8 @@ describe('iLOQ adapter: revoke', () => {
     r.sim.programOrderedKeys();
 
     const res = await r.lock.apply(op('revoke', 'emp-20', ['Control room']));
-    expect(res.keys).toEqual([{ keyId, change: 'changed', programmingOrdered: true }]);
+    // No end date and not a phone key: nothing bounds the exposure until the key is programmed.
+    expect(res.keys).toEqual([{ keyId, change: 'changed', programmingOrdered: true, effective: false }]);
     expect(r.sim.getKeyAccessNames(keyId)).toEqual(['Main entrance']);
     expect(r.sim.countRequests('GET', '/CanDelete')).toBe(1);
     expect(r.sim.countRequests('DELETE', '/SecurityAccesses/')).toBe(1);
@@ -202,7 +203,7 @@ describe('iLOQ adapter: revoke', () => {
 
     r.sim.clearRequestLog();
     const again = await r.lock.apply(op('revoke', 'emp-20', ['Control room']));
-    expect(again.keys).toEqual([{ keyId, change: 'unchanged', programmingOrdered: false }]);
+    expect(again.keys).toEqual([{ keyId, change: 'unchanged', programmingOrdered: false, effective: true }]);
     expect(r.sim.requests.every((q) => q.method === 'GET')).toBe(true);
   });
 
@@ -233,7 +234,9 @@ describe('iLOQ adapter: leave and reinstate', () => {
     const key = r.sim.addKey({ person: 'emp-30', access: ['Manual master', 'Main entrance', 'Server room'] });
     const before = Date.now();
     const res = await r.lock.apply(op('leave', 'emp-30', ['Main entrance']));
-    expect(res.keys).toEqual([{ keyId: key.FNKey_ID, change: 'changed', programmingOrdered: true }]);
+    expect(res.keys).toEqual([
+      { keyId: key.FNKey_ID, change: 'changed', programmingOrdered: true, effective: false, task: { kind: 'collect_key', description: expect.stringContaining(key.Stamp!) } },
+    ]);
     expect(r.sim.getKeyAccessNames(key.FNKey_ID)).toEqual(['Manual master']);
 
     const rec = r.sim.state.record(key.FNKey_ID);
@@ -256,7 +259,9 @@ describe('iLOQ adapter: leave and reinstate', () => {
     const endBefore = rec.slots[0]!.LimitDateLg;
     await new Promise((res) => setTimeout(res, 1_100)); // "now" moves on; the end date must not
     const again = await r.lock.apply(op('leave', 'emp-30', ['Main entrance']));
-    expect(again.keys).toEqual([{ keyId: key.FNKey_ID, change: 'unchanged', programmingOrdered: false }]);
+    expect(again.keys).toEqual([
+      { keyId: key.FNKey_ID, change: 'unchanged', programmingOrdered: false, effective: true, task: expect.objectContaining({ kind: 'collect_key' }) },
+    ]);
     expect(r.sim.requests.every((q) => q.method === 'GET')).toBe(true);
     expect(r.sim.state.record(key.FNKey_ID).slots[0]!.LimitDateLg).toBe(endBefore);
   });
@@ -294,7 +299,7 @@ describe('iLOQ adapter: leave and reinstate', () => {
     expect(r.sim.state.record(keyId).slots).toHaveLength(1);
 
     const res = await r.lock.apply(op('reinstate', 'emp-32', ['Main entrance']));
-    expect(res.keys).toEqual([{ keyId, change: 'changed', programmingOrdered: true }]);
+    expect(res.keys).toEqual([{ keyId, change: 'changed', programmingOrdered: true, effective: false }]);
     const rec = r.sim.state.record(keyId);
     expect(rec.slots).toEqual([]);
     expect(rec.key.ExpireDate).toBeNull();

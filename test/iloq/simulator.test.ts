@@ -184,3 +184,58 @@ describe('iLOQ simulator: control endpoints', () => {
     expect(sim.getKeyAccessNames(key.FNKey_ID, 'programmed')).toEqual(['Control room']);
   });
 });
+
+describe('iLOQ simulator: returns, lock logs, mid-operation faults', () => {
+  it('CanReturn/Return for phone keys, CanDelete/DELETE for never-programmed keys', async () => {
+    sim = await startIloqSimulator({ seed: 'demo' });
+    const h = await session(sim);
+    const base = `${sim.poolUrl}api/v2`;
+    sim.addPerson({ ExternalPersonId: 'r1' });
+    const phone = sim.addKey({ person: 'r1', keyTypeMask: 6 });
+    const physical = sim.addKey({ person: 'r1' });
+    const fresh = sim.addKey({ person: 'r1', keyTypeMask: 6, programmed: false });
+    expect((await call('GET', `${base}/Keys/${physical.FNKey_ID}/CanReturn`, undefined, h)).body).toBe(2);
+    expect((await call('POST', `${base}/Keys/${physical.FNKey_ID}/Return`, undefined, h)).status).toBe(400);
+    expect((await call('GET', `${base}/Keys/${fresh.FNKey_ID}/CanReturn`, undefined, h)).body).toBe(3);
+    expect((await call('GET', `${base}/Keys/${physical.FNKey_ID}/CanDelete`, undefined, h)).body).toBe(1);
+    expect((await call('GET', `${base}/Keys/${fresh.FNKey_ID}/CanDelete`, undefined, h)).body).toBe(0);
+    expect((await call('DELETE', `${base}/Keys/${fresh.FNKey_ID}`, undefined, h)).status).toBe(204);
+    expect(sim.state.record(fresh.FNKey_ID).key.State).toBe(3);
+    expect((await call('GET', `${base}/Keys/${phone.FNKey_ID}/CanReturn`, undefined, h)).body).toBe(0);
+    expect((await call('POST', `${base}/Keys/${phone.FNKey_ID}/Return`, undefined, h)).status).toBe(204);
+    expect(sim.state.record(phone.FNKey_ID).key.State).toBe(4);
+  });
+
+  it('GetLockLogDataByTimestamp filters on arrival time (start inclusive, end exclusive); logs are injected by control call', async () => {
+    sim = await startIloqSimulator({ seed: 'demo' });
+    const h = await session(sim);
+    const ctl = `${origin(sim)}/__sim`;
+    const added = await call('POST', `${ctl}/lock-logs`, {
+      LockLogs: [
+        { FNKey_ID: 'K1', FLock_ID: 'L1', TimestampUtc: '2030-01-01T00:00:00.000Z' },
+        { FNKey_ID: 'K1', FLock_ID: 'L2', AccessTypeMask: 2049, TimestampUtc: '2030-01-01T00:00:01.000Z' },
+        { FNKey_ID: 'K1', FLock_ID: 'L3', TimestampUtc: '2030-01-01T00:00:02.000Z' },
+      ],
+    });
+    expect((added.body as { LockLogs: unknown[] }).LockLogs).toHaveLength(3);
+    const res = await call('POST', `${sim.poolUrl}api/v2/LockLogs/GetLockLogDataByTimestamp`, { StartDateUtc: '2030-01-01T00:00:00.000Z', EndDateUtc: '2030-01-01T00:00:02.000Z' }, h);
+    expect(res.status).toBe(200);
+    const body = res.body as { StartDateUtc: string; EndDateUtc: string; LockLogs: Array<Record<string, unknown>> };
+    expect(body.LockLogs.map((l) => l.FLock_ID)).toEqual(['l1', 'l2']);
+    expect(body.LockLogs[1]).toMatchObject({ FNKey_ID: 'k1', AccessTypeMask: 2049, ErrorCode: 0, DeviceLog_ID: expect.any(String), GoingDate: expect.any(String) });
+    expect((await call('POST', `${sim.poolUrl}api/v2/LockLogs/GetLockLogDataByTimestamp`, { StartDateUtc: 'soon' }, h)).status).toBe(400);
+  });
+
+  it('failMatching breaks the Nth matching request only', async () => {
+    sim = await startIloqSimulator({ seed: 'demo' });
+    const h = await session(sim);
+    sim.setFaults({ failMatching: { method: 'GET', path: '/Test', skip: 1, count: 1 } });
+    const base = `${sim.poolUrl}api/v2`;
+    expect((await call('GET', `${base}/Version`, undefined, h)).status).toBe(200);
+    expect((await call('GET', `${base}/Test`, undefined, h)).status).toBe(200);
+    const failed = await call('GET', `${base}/Test`, undefined, h);
+    expect(failed.status).toBe(503);
+    expect(failed.headers['retry-after']).toBe('1');
+    expect((await call('GET', `${base}/Test`, undefined, h)).status).toBe(200);
+  });
+});

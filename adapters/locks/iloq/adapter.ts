@@ -24,6 +24,19 @@
  * EmploymentEndDate, grants `req.access` if given, and orders programming. A KeyScheduler dropped
  * at leave is not restored.
  *
+ * Leave also disposes of keys: phone keys are returned through the API (CanReturn → Return; a
+ * never-programmed one is deleted instead), so they stop working at their next sync; every other
+ * key (physical 5 Series keys and fobs) gets a `collect_key` task, since its old access stays on it
+ * until it is programmed or collected. The task is reported on every leave while the key is still
+ * held (the core deduplicates).
+ *
+ * Effectiveness and exposure: a KeyResult says `effective: true` only when nothing had to be
+ * programmed for the operation's scope. For revoke/leave results that are not yet effective,
+ * `exposureUntil` is the bound the *physical* key carries: its last-programmed end date (mode 2,
+ * slot 1) and, for phone keys, now + OfflineExpirationSeconds. The new end date set by leave does
+ * not count until programmed; Key.ExpireDate is server-side data, not known to be enforced by
+ * the key, so it does not count either.
+ *
  * A key refused permanently (400: e.g. blocklisted, not API-changeable) is reported as `skipped`
  * with the reason and the other keys are still processed; transient failures (retryable, rate
  * limited, auth) abort the operation so that the queue retries it whole, which is safe because
@@ -35,28 +48,41 @@ import type { Logger } from 'pino';
 import type { IloqLockSystemConfig as LockSystemConfig } from '../../../src/config/schema.ts';
 import {
   LockSystemError,
+  type AccessEvent,
   type ApplyRequest,
   type ApplyResult,
+  type KeyProgrammingState,
   type KeyResult,
   type LockKey,
   type LockPerson,
   type LockSystem,
+  type ManualTaskRequest,
   type PersonRef,
 } from '../../../src/ports/lock-system.ts';
 import { IloqClient, type IloqLogger } from './client.ts';
 import { LockGroupClock } from './time.ts';
 import {
   CanAddResult,
+  CanDeleteKeyResult,
   CanDeleteResult,
   CanOrderResult,
+  CanReturnResult,
+  DeviceLogType,
   KeyState,
+  KeyTypeBit,
+  LOCK_LOG_CAP,
+  ProgrammingState,
   SecurityAccessType,
   View,
   canAddText,
+  canDeleteKeyText,
   canDeleteText,
   canOrderText,
+  canReturnText,
   describeCode,
   type GetKeySecurityAccessesResult,
+  type GetLockLogDataResult,
+  type LockLogData,
   type GetTimeLimitsResult,
   type Key,
   type KeyTimeLimitSlot,
@@ -64,6 +90,17 @@ import {
   type SecurityAccess,
   type UpdateKeySecurityAccessesParam,
 } from './wire.ts';
+
+/**
+ * Lock logs are read up to this long before now: a log inserted with a TimestampUtc just before
+ * "now" may become visible a moment later, and the cursor must never pass it.
+ */
+const LOG_SETTLE_MS = 2_000;
+/** First readEvents without a cursor starts here. */
+const LOG_EPOCH = '2000-01-01T00:00:00.000Z';
+const HOLDER_TTL_MS = 60_000;
+/** Lock-log queries one readEvents may make (window narrowing included). */
+const MAX_LOG_QUERIES = 64;
 
 /** The catalogue is re-read at most this often when a name is not found. */
 const CATALOGUE_MIN_REFRESH_MS = 1_000;
@@ -86,6 +123,7 @@ interface Ordered {
 const lc = (s: string) => s.toLowerCase();
 const enc = encodeURIComponent;
 const isApi = (sa: SecurityAccess) => sa.Type === SecurityAccessType.api;
+const isPhone = (key: Key) => (key.KeyTypeMask & KeyTypeBit.phone) !== 0;
 
 export class IloqLockSystem implements LockSystem {
   readonly id: string;
@@ -97,9 +135,19 @@ export class IloqLockSystem implements LockSystem {
   private catLoad: Promise<Catalogue> | null = null;
   private clock: LockGroupClock | null = null;
   private clockZoneName: string | undefined;
+  private readonly holders = new Map<string, { externalId: string | undefined; at: number }>();
+  private readonly logSettleMs: number;
+  private readonly lockLogCap: number;
 
-  constructor(config: LockSystemConfig, logger?: Logger) {
+  /**
+   * `opts.logSettleMs`: how far behind now readEvents stays (default 2 s); `opts.lockLogCap`:
+   * entries at which a lock-log answer counts as cut off (default 2000, as documented). Both are
+   * test seams: tests lower them together with the simulator's.
+   */
+  constructor(config: LockSystemConfig, logger?: Logger, opts: { logSettleMs?: number; lockLogCap?: number } = {}) {
     this.cfg = config;
+    this.logSettleMs = opts.logSettleMs ?? LOG_SETTLE_MS;
+    this.lockLogCap = opts.lockLogCap ?? LOCK_LOG_CAP;
     this.id = config.id;
     this.log = logger ? logger.child({ lockSystem: config.id }) : silent();
     const i = config.iloq;
@@ -180,6 +228,116 @@ export class IloqLockSystem implements LockSystem {
     }
   }
 
+  /**
+   * Per key: effective when the current and last-programmed views agree (accesses of every type
+   * and the end date) and no programming task is waiting (ProgrammingState ≠ ordered). Horizon:
+   * the bound the physical key carries (see the file comment).
+   */
+  async programmingState(externalId: string): Promise<KeyProgrammingState[]> {
+    const person = await this.findPerson(externalId);
+    if (!person) return [];
+    const clock = await this.lockGroupClock();
+    const keys = await this.keysOf(person.Person_ID);
+    const now = new Date();
+    return Promise.all(
+      keys.map(async (key) => {
+        const kid = key.FNKey_ID;
+        const [current, programmed, currentLimits, programmedLimits] = await Promise.all([
+          this.keyAccesses(kid, View.current),
+          this.keyAccesses(kid, View.lastProgrammed),
+          this.timeLimits(kid, View.current),
+          this.timeLimits(kid, View.lastProgrammed),
+        ]);
+        const sameEnd = clock.normalise(endSlot(currentLimits)?.LimitDateLg) === clock.normalise(endSlot(programmedLimits)?.LimitDateLg);
+        const effective = sameIds(current, programmed) && sameEnd && key.ProgrammingState !== ProgrammingState.ordered;
+        const horizon = physicalBound(key, programmedLimits, clock, now);
+        return {
+          keyId: kid,
+          effective,
+          pendingJobs: key.ProgrammingState === ProgrammingState.ordered ? 1 : 0,
+          ...(horizon ? { horizon: horizon.toISOString() } : {}),
+        };
+      }),
+    );
+  }
+
+  /**
+   * Access events through POST /api/v2/LockLogs/GetLockLogDataByTimestamp (by server arrival
+   * time, start inclusive, end exclusive), read up to now − 2 s (`logSettleMs`).
+   *
+   * Cursor: `<ISO TimestampUtc>|<DeviceLog_IDs already returned at exactly that timestamp>`. The
+   * next window starts at that timestamp (inclusive) and the listed ids are dropped, so logs that
+   * share a timestamp are neither lost nor repeated. When a window was read whole, the cursor
+   * moves to its end and the next window is read in the same call, until `limit` events or 64
+   * queries. An answer at the documented cap (2,000) halves the window until it is not, since
+   * iLOQ does not say which entries it leaves out. Logs that are not access events
+   * (AccessTypeMask without bit 4 "successful" or 1 "failed") advance the cursor but are not
+   * returned.
+   */
+  async readEvents(cursor: string | undefined, limit: number): Promise<{ events: AccessEvent[]; cursor: string | undefined }> {
+    const start = parseLogCursor(cursor);
+    const end = Date.now() - this.logSettleMs;
+    let at = start.at;
+    let seen = start.seen;
+    const picked: LockLogData[] = [];
+    let queries = 0;
+    // Window by window from the cursor to `end`, until `limit` events or the query budget.
+    windows: while (at < end && picked.length < limit && queries < MAX_LOG_QUERIES) {
+      let windowEnd = end;
+      let logs: LockLogData[] = [];
+      let capped = false;
+      for (;;) {
+        const r = await this.client.post<GetLockLogDataResult | undefined>('/api/v2/LockLogs/GetLockLogDataByTimestamp', {
+          StartDateUtc: new Date(at).toISOString(),
+          EndDateUtc: new Date(windowEnd).toISOString(),
+        });
+        queries++;
+        logs = r?.LockLogs ?? [];
+        capped = logs.length >= this.lockLogCap;
+        if (!capped || windowEnd - at <= 1 || queries >= MAX_LOG_QUERIES) break;
+        windowEnd = at + Math.floor((windowEnd - at) / 2);
+      }
+      if (capped && windowEnd - at > 1) break; // budget spent while still narrowing: next call goes on from here
+      const sorted = logs
+        .map((l) => ({ l, t: parseUtc(l.TimestampUtc) }))
+        .filter((x) => !Number.isNaN(x.t))
+        .sort((a, b) => a.t - b.t || String(a.l.DeviceLog_ID).localeCompare(String(b.l.DeviceLog_ID)));
+      const windowStart = at;
+      const skip = seen;
+      for (const { l, t } of sorted) {
+        const lid = lc(String(l.DeviceLog_ID));
+        if (t === windowStart && skip.has(lid)) continue;
+        const access = Boolean(l.FNKey_ID) && (l.AccessTypeMask & (DeviceLogType.successfulAccess | DeviceLogType.failedAccess)) !== 0;
+        if (access && picked.length >= limit) break windows;
+        if (t !== at) {
+          at = t;
+          seen = new Set();
+        }
+        seen.add(lid);
+        if (access) picked.push(l);
+      }
+      if (capped)
+        this.log.error({ at: new Date(windowStart).toISOString() }, 'iloq lock logs: more logs in 1 ms than one answer carries; some may be missed');
+      // The window was read whole: continue after it.
+      at = windowEnd;
+      seen = new Set();
+    }
+    const holders = new Map<string, string | undefined>();
+    for (const kid of new Set(picked.map((l) => lc(l.FNKey_ID!)))) holders.set(kid, await this.holderOf(kid));
+    const events = picked.map((l): AccessEvent => {
+      const ext = holders.get(lc(l.FNKey_ID!));
+      return {
+        id: l.DeviceLog_ID,
+        at: new Date(parseUtc(l.GoingDate ?? l.TimestampUtc)).toISOString(),
+        keyId: l.FNKey_ID!,
+        lockId: l.FLock_ID,
+        result: l.AccessTypeMask & DeviceLogType.successfulAccess ? 'granted' : 'denied',
+        ...(ext ? { externalId: ext } : {}),
+      };
+    });
+    return { events, cursor: formatLogCursor(at, seen) };
+  }
+
   // ---- operations ------------------------------------------------------------------------
 
   private async grant(req: ApplyRequest): Promise<ApplyResult> {
@@ -209,6 +367,7 @@ export class IloqLockSystem implements LockSystem {
     const person = await this.findPerson(req.person.externalId);
     if (!person) return { outcome: 'absent', keys: [] };
     const unwanted = await this.resolve(req.access, 'revoke');
+    const clock = await this.lockGroupClock();
     const keys = await this.keysOf(person.Person_ID);
     const results: KeyResult[] = [];
     for (const key of keys) {
@@ -230,7 +389,8 @@ export class IloqLockSystem implements LockSystem {
             await this.client.delete(path);
             changed = true;
           }
-          return this.finish(key.FNKey_ID, changed, problems, () => this.pending(key.FNKey_ID, current, unwanted));
+          const res = await this.finish(key.FNKey_ID, changed, problems, () => this.pending(key.FNKey_ID, current, unwanted));
+          return this.withExposure(key, res, clock);
         }),
       );
     }
@@ -250,6 +410,10 @@ export class IloqLockSystem implements LockSystem {
       results.push(
         await this.perKey(key, async () => {
           const kid = key.FNKey_ID;
+          if (isPhone(key)) {
+            const deleted = await this.deleteIfNeverProgrammed(key);
+            if (deleted) return deleted;
+          }
           const [current, limits] = await Promise.all([this.keyAccesses(kid, View.current), this.timeLimits(kid, View.current)]);
           const existingEnd = clock.normalise(endSlot(limits)?.LimitDateLg);
           const endInPast = existingEnd !== undefined && existingEnd <= nowLocal;
@@ -269,14 +433,19 @@ export class IloqLockSystem implements LockSystem {
             await this.client.put('/api/v2/Keys', { Key: { ...key, ExpireDate: now.toISOString() } });
             changed = true;
           }
-          return this.finish(kid, changed, [], async () => {
-            const [programmed, programmedLimits] = await Promise.all([
-              this.keyAccesses(kid, View.lastProgrammed),
-              this.timeLimits(kid, View.lastProgrammed),
-            ]);
-            const programmedEnd = clock.normalise(endSlot(programmedLimits)?.LimitDateLg);
-            return programmed.some(isApi) || programmedEnd === undefined || programmedEnd > nowLocal;
-          });
+          const res = await this.withExposure(
+            key,
+            await this.finish(kid, changed, [], async () => {
+              const [programmed, programmedLimits] = await Promise.all([
+                this.keyAccesses(kid, View.lastProgrammed),
+                this.timeLimits(kid, View.lastProgrammed),
+              ]);
+              const programmedEnd = clock.normalise(endSlot(programmedLimits)?.LimitDateLg);
+              return programmed.some(isApi) || programmedEnd === undefined || programmedEnd > nowLocal;
+            }),
+            clock,
+          );
+          return this.dispose(key, person, res);
         }),
       );
     }
@@ -376,7 +545,61 @@ export class IloqLockSystem implements LockSystem {
       change: problems.length ? 'skipped' : changed ? 'changed' : 'unchanged',
       ...(reasons.length ? { reason: reasons.join('; ') } : {}),
       programmingOrdered: ordered.ordered,
+      // Nothing was written and nothing in scope waits for programming: already on the key.
+      ...(problems.length ? {} : { effective: !changed && !ordered.ordered && !ordered.reason }),
     };
+  }
+
+  /** Adds `exposureUntil` to a revocation that has not reached the key yet, when the key bounds it. */
+  private async withExposure(key: Key, res: KeyResult, clock: LockGroupClock): Promise<KeyResult> {
+    if (res.effective === true) return res;
+    const bound = physicalBound(key, await this.timeLimits(key.FNKey_ID, View.lastProgrammed), clock, new Date());
+    return bound ? { ...res, exposureUntil: bound.toISOString() } : res;
+  }
+
+  /**
+   * A phone key that was never programmed (CanReturn 3) opens nothing: it is deleted right away
+   * (CanDelete → DELETE) instead of being changed and ordered first, since ordering it would make
+   * it undeletable ("given to programming"). Undefined when that does not apply.
+   */
+  private async deleteIfNeverProgrammed(key: Key): Promise<KeyResult | undefined> {
+    const kid = key.FNKey_ID;
+    if (Number(await this.client.get(`/api/v2/Keys/${enc(kid)}/CanReturn`)) !== CanReturnResult.neverProgrammed) return undefined;
+    const del = Number(await this.client.get(`/api/v2/Keys/${enc(kid)}/CanDelete`));
+    if (del !== CanDeleteKeyResult.ok) {
+      this.log.info({ keyId: kid, reason: describeCode(canDeleteKeyText, del, 'CanDelete') }, 'iloq never-programmed phone key not deletable');
+      return undefined;
+    }
+    await this.client.delete(`/api/v2/Keys/${enc(kid)}`);
+    this.log.info({ keyId: kid }, 'iloq phone key deleted (never programmed)');
+    return { keyId: kid, change: 'changed', programmingOrdered: false, effective: true };
+  }
+
+  /**
+   * Leaver key disposal: phone keys are returned; other keys get a collect_key task. A phone key
+   * the API may not return gets the task too, unless it is already blocklisted.
+   */
+  private async dispose(key: Key, person: Person, res: KeyResult): Promise<KeyResult> {
+    const kid = key.FNKey_ID;
+    const label = key.Stamp || key.ROM_ID || kid;
+    const who = [person.FirstName, person.LastName].filter(Boolean).join(' ') || person.ExternalPersonId || person.Person_ID;
+    const task = (why: string): ManualTaskRequest => ({
+      kind: 'collect_key',
+      description: `Collect iLOQ key ${label} from ${who} (${person.ExternalPersonId ?? person.Person_ID}): ${why}`,
+    });
+    if (!isPhone(key))
+      return {
+        ...res,
+        task: task('a physical key keeps its old access until it is programmed; if it cannot be collected, add it to the blocklist in iLOQ Manager.'),
+      };
+    const can = Number(await this.client.get(`/api/v2/Keys/${enc(kid)}/CanReturn`));
+    if (can === CanReturnResult.ok) {
+      await this.client.post(`/api/v2/Keys/${enc(kid)}/Return`);
+      this.log.info({ keyId: kid }, 'iloq phone key returned');
+      return { ...res, change: 'changed' };
+    }
+    if (can === CanReturnResult.blocklisted) return res;
+    return { ...res, task: task(`return the phone key in iLOQ Manager: the API may not return it (${describeCode(canReturnText, can, 'CanReturn')}).`) };
   }
 
   private async order(keyId: string, maybeAlreadyOrdered: boolean): Promise<Ordered> {
@@ -488,6 +711,26 @@ export class IloqLockSystem implements LockSystem {
     await this.updatePerson(person, { EmploymentEndDate: clock.format(now) });
   }
 
+  /** ExternalPersonId of a key's holder, cached for a minute (readEvents). */
+  private async holderOf(keyId: string): Promise<string | undefined> {
+    const hit = this.holders.get(keyId);
+    if (hit && Date.now() - hit.at < HOLDER_TTL_MS) return hit.externalId;
+    let externalId: string | undefined;
+    try {
+      const key = await this.client.get<Key | undefined>(`/api/v2/Keys/${enc(keyId)}`);
+      if (key?.Person_ID) {
+        const p = await this.client.get<Person | undefined>(`/api/v2/Persons/${enc(key.Person_ID)}`);
+        externalId = p?.ExternalPersonId ?? undefined;
+      }
+    } catch (err) {
+      // A key deleted since: the event stays, without a holder.
+      if (!(err instanceof LockSystemError && err.kind === 'permanent')) throw err;
+    }
+    this.holders.set(keyId, { externalId, at: Date.now() });
+    if (this.holders.size > 10_000) this.holders.delete(this.holders.keys().next().value!);
+    return externalId;
+  }
+
   // ---- catalogue ---------------------------------------------------------------------------
 
   private async loadCatalogue(force: boolean): Promise<Catalogue> {
@@ -567,6 +810,39 @@ function endSlot(limits: GetTimeLimitsResult): KeyTimeLimitSlot | undefined {
 function withEndSlot(slots: KeyTimeLimitSlot[] | null, endDate: string | undefined): KeyTimeLimitSlot[] {
   const rest = (slots ?? []).filter((s) => s.SlotNo !== 1);
   return endDate === undefined ? rest : [...rest, { SlotNo: 1, LimitDateLg: endDate, TimeLimitData: [] }];
+}
+
+/**
+ * Latest moment the physical key can open a door if never programmed again: its last-programmed
+ * end date, and for phone keys now + OfflineExpirationSeconds (the phone key stops working after
+ * that long without reaching the server). Undefined: unbounded.
+ */
+function physicalBound(key: Key, programmedLimits: GetTimeLimitsResult, clock: LockGroupClock, now: Date): Date | undefined {
+  const bounds: number[] = [];
+  const end = clock.normalise(endSlot(programmedLimits)?.LimitDateLg);
+  const endAt = end ? clock.toDate(end) : undefined;
+  if (endAt && !Number.isNaN(endAt.getTime())) bounds.push(endAt.getTime());
+  const offline = Number(programmedLimits.OfflineExpirationSeconds ?? 0);
+  if (isPhone(key) && offline > 0) bounds.push(now.getTime() + offline * 1000);
+  return bounds.length ? new Date(Math.min(...bounds)) : undefined;
+}
+
+/** iLOQ date-times may come without a zone; they are UTC. */
+function parseUtc(s: string): number {
+  return Date.parse(/(Z|[+-]\d{2}:?\d{2})$/.test(s) ? s : `${s}Z`);
+}
+
+function parseLogCursor(cursor: string | undefined): { at: number; seen: Set<string> } {
+  if (!cursor) return { at: Date.parse(LOG_EPOCH), seen: new Set() };
+  const bar = cursor.indexOf('|');
+  const at = Date.parse(bar >= 0 ? cursor.slice(0, bar) : cursor);
+  if (Number.isNaN(at)) throw new LockSystemError('permanent', `invalid iLOQ event cursor ${JSON.stringify(cursor.slice(0, 80))}`);
+  const ids = bar >= 0 ? cursor.slice(bar + 1).split(',').filter(Boolean) : [];
+  return { at, seen: new Set(ids.map(lc)) };
+}
+
+function formatLogCursor(at: number, seen: Set<string>): string {
+  return `${new Date(at).toISOString()}|${[...seen].join(',')}`;
 }
 
 function sameIds(a: SecurityAccess[], b: SecurityAccess[]): boolean {

@@ -10,3 +10,4 @@ export {
   type SimFaultsInput,
   type RequestLogEntry,
 } from './simulator.ts';
+export type { SimFailMatching } from './simulator.ts';

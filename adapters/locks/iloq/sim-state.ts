@@ -22,9 +22,14 @@
 import { randomUUID } from 'node:crypto';
 import {
   CanAddResult,
+  CanDeleteKeyResult,
   CanDeleteResult,
+  CanReturnResult,
   KeyState,
+  KeyTypeBit,
+  ProgrammingState,
   SecurityAccessType,
+  type LockLogData,
   type GetKeySecurityAccessesResult,
   type GetTimeLimitsResult,
   type Key,
@@ -35,7 +40,8 @@ import {
   type UpdateKeySecurityAccessesParam,
 } from './wire.ts';
 
-export const SimProgrammingState = { planning: 0, ordered: 1, programmed: 2 } as const;
+/** The values lockstep assumes for Key.ProgrammingState (see wire.ts). */
+export const SimProgrammingState = ProgrammingState;
 
 /** A refusal the HTTP layer turns into `status` with `{"Message": message}`. */
 export class SimError extends Error {
@@ -54,9 +60,12 @@ interface KeyRecord {
   programmedSlots: KeyTimeLimitSlot[];
   keyScheduler: Record<string, unknown> | null;
   offlineExpirationSeconds: number;
+  programmedOfflineExpirationSeconds: number;
   blocklisted: boolean;
   /** Forces the CanOrder answer (tests: licence limit, Manager + token ...). */
   canOrderOverride: number | undefined;
+  /** Forces the CanReturn answer (tests: Manager + token needed ...). */
+  canReturnOverride: number | undefined;
 }
 
 export interface SimSession {
@@ -88,6 +97,10 @@ export class SimState {
   readonly keys = new Map<string, KeyRecord>();
   private readonly keysByPerson = new Map<string, Set<string>>();
   readonly accesses = new Map<string, SecurityAccess>();
+  /** Lock logs in arrival order (TimestampUtc). */
+  readonly lockLogs: LockLogData[] = [];
+  /** Most entries one GetLockLogData… answer carries (iLOQ: 2000). */
+  maxLockLogsPerCall = 2000;
   private romCounter = 1;
   maxAccessesPerKey = 64;
   /** Keys auto-issued to a person created through the API without keys. */
@@ -101,6 +114,7 @@ export class SimState {
     this.keys.clear();
     this.keysByPerson.clear();
     this.accesses.clear();
+    this.lockLogs.length = 0;
     this.romCounter = 1;
   }
 
@@ -243,8 +257,10 @@ export class SimState {
       programmedSlots: [],
       keyScheduler: null,
       offlineExpirationSeconds: 0,
+      programmedOfflineExpirationSeconds: 0,
       blocklisted: false,
       canOrderOverride: undefined,
+      canReturnOverride: undefined,
     });
     if (personId) {
       let set = this.keysByPerson.get(personId);
@@ -284,7 +300,7 @@ export class SimState {
     return {
       KeyScheduler: r.keyScheduler,
       KeyTimeLimitSlots: structuredClone(mode === 2 ? r.programmedSlots : r.slots),
-      OfflineExpirationSeconds: r.offlineExpirationSeconds,
+      OfflineExpirationSeconds: mode === 2 ? r.programmedOfflineExpirationSeconds : r.offlineExpirationSeconds,
       OutsideUserZoneTimeLimitTitleSlots: [],
     };
   }
@@ -346,14 +362,16 @@ export class SimState {
       slots.push({ ...s, TimeLimitData: s.TimeLimitData ?? [] });
     }
     slots.sort((a, b) => a.SlotNo - b.SlotNo);
+    const offline = body.OfflineExpirationSeconds ?? r.offlineExpirationSeconds;
     const changed =
       !sameSet(next, r.current) ||
       JSON.stringify(slots) !== JSON.stringify(r.slots) ||
-      JSON.stringify(body.KeyScheduler ?? null) !== JSON.stringify(r.keyScheduler);
+      JSON.stringify(body.KeyScheduler ?? null) !== JSON.stringify(r.keyScheduler) ||
+      offline !== r.offlineExpirationSeconds;
     r.current = next;
     r.slots = slots;
     r.keyScheduler = body.KeyScheduler ?? null;
-    r.offlineExpirationSeconds = body.OfflineExpirationSeconds ?? r.offlineExpirationSeconds;
+    r.offlineExpirationSeconds = offline;
     if (changed) this.touch(r);
   }
 
@@ -380,6 +398,7 @@ export class SimState {
     if (r.key.ProgrammingState !== SimProgrammingState.ordered) return false;
     r.programmed = new Set(r.current);
     r.programmedSlots = structuredClone(r.slots);
+    r.programmedOfflineExpirationSeconds = r.offlineExpirationSeconds;
     r.key.ProgrammingState = SimProgrammingState.programmed;
     r.key.IsProgrammed = true;
     return true;
@@ -389,6 +408,80 @@ export class SimState {
     const done: string[] = [];
     for (const [kid, r] of this.keys) if (r.key.ProgrammingState === SimProgrammingState.ordered && this.program(kid)) done.push(kid);
     return done;
+  }
+
+  /**
+   * CanReturn: only phone keys and external tags through the API; a never-programmed key must be
+   * deleted instead; a blocklisted one cannot be returned.
+   */
+  canReturn(keyId: string): number {
+    const r = this.record(keyId);
+    if (r.canReturnOverride !== undefined) return r.canReturnOverride;
+    if (!(r.key.KeyTypeMask & KeyTypeBit.phone) && !(r.key.KeyTypeMask & KeyTypeBit.otherPhysical)) return CanReturnResult.notReturnable;
+    if (r.blocklisted) return CanReturnResult.blocklisted;
+    if (!r.key.IsProgrammed) return CanReturnResult.neverProgrammed;
+    return CanReturnResult.ok;
+  }
+
+  /** Return: the key is handed back and deleted (State 4, returned). */
+  returnKey(keyId: string): void {
+    const can = this.canReturn(keyId);
+    if (can !== CanReturnResult.ok) throw new SimError(400, `Key cannot be returned (CanReturn ${can})`);
+    this.record(keyId).key.State = KeyState.returned;
+  }
+
+  canDeleteKey(keyId: string): number {
+    const r = this.record(keyId);
+    if (r.blocklisted) return CanDeleteKeyResult.blocklisted;
+    if (r.key.IsProgrammed) return CanDeleteKeyResult.programmed;
+    if (r.key.ProgrammingState === SimProgrammingState.ordered) return CanDeleteKeyResult.givenToProgramming;
+    return CanDeleteKeyResult.ok;
+  }
+
+  deleteKey(keyId: string): void {
+    const can = this.canDeleteKey(keyId);
+    if (can !== CanDeleteKeyResult.ok) throw new SimError(400, `Key cannot be deleted (CanDelete ${can})`);
+    this.record(keyId).key.State = KeyState.deleted;
+  }
+
+  /** A log arrives at the server (control endpoint). Defaults: successful 5 Series access, now. */
+  addLockLog(input: Partial<LockLogData>): LockLogData {
+    const iso = (v: unknown, name: string): string => {
+      if (typeof v !== 'string' || Number.isNaN(Date.parse(v))) throw new SimError(400, `${name} must be a date-time`);
+      return new Date(v).toISOString();
+    };
+    const now = new Date().toISOString();
+    const entry: LockLogData = {
+      ...input,
+      DeviceLog_ID: id(input.DeviceLog_ID ?? randomUUID()),
+      AccessTypeMask: input.AccessTypeMask ?? 2052,
+      ErrorCode: input.ErrorCode ?? 0,
+      FLock_ID: id(input.FLock_ID ?? randomUUID()),
+      FNKey_ID: input.FNKey_ID ? id(input.FNKey_ID) : null,
+      GoingDate: input.GoingDate === null ? null : iso(input.GoingDate ?? now, 'GoingDate'),
+      LockGroup_ID: input.LockGroup_ID ?? this.lockGroups[0]?.LockGroup_ID ?? randomUUID(),
+      TimestampUtc: iso(input.TimestampUtc ?? now, 'TimestampUtc'),
+    };
+    this.lockLogs.push(entry);
+    return entry;
+  }
+
+  /**
+   * Logs with StartDateUtc <= TimestampUtc < EndDateUtc, oldest first. Over the cap, the *newest*
+   * `maxLockLogsPerCall` are answered: iLOQ does not say which ones it drops, so a client must
+   * narrow its window rather than rely on getting the oldest.
+   */
+  lockLogsByTimestamp(start: string | null | undefined, end: string | null | undefined): LockLogData[] {
+    const from = start ? Date.parse(start) : -Infinity;
+    const to = end ? Date.parse(end) : Infinity;
+    if (Number.isNaN(from) || Number.isNaN(to)) throw new SimError(400, 'Invalid value: StartDateUtc/EndDateUtc');
+    const hits = this.lockLogs
+      .filter((l) => {
+        const t = Date.parse(l.TimestampUtc);
+        return t >= from && t < to;
+      })
+      .sort((a, b) => Date.parse(a.TimestampUtc) - Date.parse(b.TimestampUtc));
+    return hits.length > this.maxLockLogsPerCall ? hits.slice(hits.length - this.maxLockLogsPerCall) : hits;
   }
 
   /** Names of accesses on a key (any type) in the current or last programmed view. */

@@ -31,6 +31,8 @@
  *   POST /__sim/persons             body: Person fields (PersonCode defaults to ExternalPersonId)
  *   POST /__sim/keys                body: {person?, keyTypeMask?, programmed?, access?: string[]}
  *   POST /__sim/security-accesses   body: {Name, Type?=3, Status?=0}
+ *   POST /__sim/lock-logs           body: LockLogData fields (FNKey_ID, FLock_ID, AccessTypeMask=2052,
+ *                                   GoingDate, TimestampUtc = now) or {LockLogs: [...]}
  */
 
 import http from 'node:http';
@@ -38,7 +40,21 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { SimError, SimState, type AddKeyOptions } from './sim-state.ts';
-import { SecurityAccessType, type Key, type LockGroup, type Person, type SecurityAccess } from './wire.ts';
+import { SecurityAccessType, type GetLockLogDataParam, type Key, type LockGroup, type LockLogData, type Person, type SecurityAccess } from './wire.ts';
+
+/** Fail requests in the middle of an operation: the (skip+1)th..(skip+count)th matching request. */
+export interface SimFailMatching {
+  /** HTTP method to match (any when absent). */
+  method?: string;
+  /** Substring of the request path, e.g. "/SecurityAccesses". */
+  path?: string;
+  /** Matching requests let through first. Default 0. */
+  skip?: number;
+  /** Matching requests failed. Default 1. */
+  count?: number;
+  /** Status answered; default 503 (with Retry-After). */
+  status?: number;
+}
 
 export interface SimFaultsInput {
   /** Added before every API answer. */
@@ -63,6 +79,8 @@ export interface SimFaultsInput {
   forceLoginResult?: number | null;
   /** Drop every session now. */
   expireSessions?: boolean;
+  /** Fail matching requests (e.g. the second access POST of a grant); null clears. */
+  failMatching?: SimFailMatching | null;
 }
 
 export interface SimFaults {
@@ -76,6 +94,7 @@ export interface SimFaults {
   retryAfterAsDate: boolean;
   rejectCredentials: boolean;
   forceLoginResult: number | null;
+  failMatching: { method?: string; path?: string; skip: number; count: number; status: number } | null;
 }
 
 export interface RequestLogEntry {
@@ -115,6 +134,8 @@ export interface IloqSimulatorOptions {
   seed?: 'demo' | 'none';
   /** Print one line per request to stdout (off by default: the simulator is benchmarked). */
   logRequests?: boolean;
+  /** Most lock logs one GetLockLogData… answer carries (default 2000, as iLOQ documents). */
+  maxLockLogsPerCall?: number;
 }
 
 export interface IloqSimulator {
@@ -143,6 +164,8 @@ export interface IloqSimulator {
   /** `addKey('emp-1')`, `addKey(personId, 6)` or `addKey({ person, access, programmed, ... })`. */
   addKey(personOrOpts: string | AddKeyOptions, keyTypeMask?: number): Key;
   addSecurityAccess(name: string, type?: number): SecurityAccess;
+  /** A lock log arrives at the server (defaults: successful 5 Series access, now). */
+  addLockLog(entry: Partial<LockLogData>): LockLogData;
   /** Sorted names of the accesses on a key (any type). */
   getKeyAccessNames(keyId: string, view?: 'current' | 'programmed'): string[];
   close(): Promise<void>;
@@ -174,6 +197,7 @@ function freshFaults(): SimFaults {
     retryAfterAsDate: false,
     rejectCredentials: false,
     forceLoginResult: null,
+    failMatching: null,
   };
 }
 
@@ -190,12 +214,14 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
   let faults = freshFaults();
   let log: RequestLogEntry[] = [];
   let total = 0;
+  let failSeen = 0;
   const timers = new Set<NodeJS.Timeout>();
 
   const seed = () => {
     state.clear();
     state.autoIssueKeys = opts.autoIssueKeys ?? 1;
     state.maxAccessesPerKey = opts.maxAccessesPerKey ?? 64;
+    state.maxLockLogsPerCall = opts.maxLockLogsPerCall ?? 2000;
     const groups = opts.lockGroups ?? [{ Name: 'Simulated locking system' }];
     for (const g of groups)
       state.lockGroups.push({
@@ -233,6 +259,20 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
     if (input.forceLoginResult !== undefined)
       faults.forceLoginResult = input.forceLoginResult === null ? null : num(input.forceLoginResult, 'forceLoginResult');
     if (input.expireSessions) state.sessions.clear();
+    if (input.failMatching !== undefined) {
+      const f = input.failMatching;
+      failSeen = 0;
+      faults.failMatching =
+        f === null
+          ? null
+          : {
+              ...(f.method ? { method: f.method.toUpperCase() } : {}),
+              ...(f.path ? { path: f.path } : {}),
+              skip: num(f.skip ?? 0, 'failMatching.skip'),
+              count: num(f.count ?? 1, 'failMatching.count'),
+              status: num(f.status ?? 503, 'failMatching.status'),
+            };
+    }
     return { ...faults };
   };
 
@@ -262,7 +302,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
     return { 'retry-after': value };
   };
 
-  const injectedFault = (): Reply | undefined => {
+  const injectedFault = (method: string, path: string): Reply | undefined => {
     const now = Date.now();
     if (faults.rateLimitRemaining > 0 || now < faults.rateLimitUntil) {
       if (faults.rateLimitRemaining > 0) faults.rateLimitRemaining--;
@@ -271,6 +311,16 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
     if (faults.unavailableRemaining > 0 || now < faults.unavailableUntil) {
       if (faults.unavailableRemaining > 0) faults.unavailableRemaining--;
       return { status: 503, body: { Message: 'The service is unavailable.' }, headers: retryAfterHeader() };
+    }
+    const f = faults.failMatching;
+    if (f && (!f.method || f.method === method) && (!f.path || path.includes(f.path))) {
+      const n = failSeen++;
+      if (n >= f.skip && n < f.skip + f.count)
+        return {
+          status: f.status,
+          body: { Message: f.status === 503 ? 'The service is unavailable.' : 'An error has occurred.' },
+          headers: f.status === 503 || f.status === 429 ? retryAfterHeader() : {},
+        };
     }
     return undefined;
   };
@@ -367,9 +417,27 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
       }
     }
 
+    if (a === 'locklogs' && b === 'getlocklogdatabytimestamp' && n === 2 && method === 'POST') {
+      const p = (body ?? {}) as Partial<GetLockLogDataParam>;
+      return {
+        status: 200,
+        body: { StartDateUtc: p.StartDateUtc ?? null, EndDateUtc: p.EndDateUtc ?? null, LockLogs: state.lockLogsByTimestamp(p.StartDateUtc, p.EndDateUtc) },
+      };
+    }
+
     if (a === 'keys' && n >= 2) {
       const keyId = rest[1]!;
       if (n === 2 && method === 'GET') return { status: 200, body: state.record(keyId).key };
+      if (n === 2 && method === 'DELETE') {
+        state.deleteKey(keyId);
+        return { status: 204 };
+      }
+      if (n === 3 && c === 'candelete' && method === 'GET') return { status: 200, body: state.canDeleteKey(keyId) };
+      if (n === 3 && c === 'canreturn' && method === 'GET') return { status: 200, body: state.canReturn(keyId) };
+      if (n === 3 && c === 'return' && method === 'POST') {
+        state.returnKey(keyId);
+        return { status: 204 };
+      }
       if (c === 'securityaccesses') {
         if (n === 3 && method === 'GET') return { status: 200, body: state.securityAccessesView(keyId, viewMode(query)) };
         if (n === 3 && method === 'POST') {
@@ -437,6 +505,10 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
         const type = typeof b.Type === 'number' ? b.Type : SecurityAccessType.api;
         return { status: 200, body: state.addSecurityAccess(b.Name, type, typeof b.Status === 'number' ? { status: b.Status } : {}) };
       }
+      case 'POST /__sim/lock-logs': {
+        const list = Array.isArray(b.LockLogs) ? (b.LockLogs as Array<Partial<LockLogData>>) : [b as Partial<LockLogData>];
+        return { status: 200, body: { LockLogs: list.map((l) => state.addLockLog(l)) } };
+      }
       default:
         return notFound();
     }
@@ -463,7 +535,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
       }
       const delay = faults.latencyMs + (faults.jitterMs > 0 ? Math.random() * faults.jitterMs : 0);
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-      reply = injectedFault() ?? route(method, path, query, body, req.headers);
+      reply = injectedFault(method, path) ?? route(method, path, query, body, req.headers);
     } catch (err) {
       reply = err instanceof SimError ? { status: err.status, body: { Message: err.message } } : { status: 500, body: { Message: 'An error has occurred.' } };
       if (!(err instanceof SimError)) console.error('iloq simulator: unexpected error', err);
@@ -515,6 +587,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
     setFaults: (input) => setFaults(input),
     clearFaults: () => {
       faults = freshFaults();
+      failSeen = 0;
     },
     expireSessions: () => state.sessions.clear(),
     programOrderedKeys,
@@ -522,6 +595,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
       for (const t of timers) clearTimeout(t);
       timers.clear();
       faults = freshFaults();
+      failSeen = 0;
       log = [];
       total = 0;
       seed();
@@ -539,6 +613,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
           : { ...personOrOpts, ...(keyTypeMask === undefined ? {} : { keyTypeMask }) },
       ),
     addSecurityAccess: (name, type = SecurityAccessType.api) => state.addSecurityAccess(name, type),
+    addLockLog: (entry) => state.addLockLog(entry),
     getKeyAccessNames: (keyId, view = 'current') => state.accessNames(keyId, view),
     close: async () => {
       for (const t of timers) clearTimeout(t);

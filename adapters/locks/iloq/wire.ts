@@ -207,3 +207,73 @@ export function describeCode(table: Record<number, string>, code: number, endpoi
 export interface ErrorBody {
   Message?: string;
 }
+
+/**
+ * Key.ProgrammingState. iLOQ does not publish the values; these are the ones lockstep assumes
+ * (and the simulator uses): 0 in planning (changed, not ordered), 1 ordered (programming task
+ * waiting for the key), 2 programmed.
+ */
+export const ProgrammingState = { planning: 0, ordered: 1, programmed: 2 } as const;
+
+/** KeyTypeMask bits lockstep reads. */
+export const KeyTypeBit = { s50: 2, phone: 4, otherPhysical: 128, fiveSeries: 256 } as const;
+
+/** GET /api/v2/Keys/{id}/CanReturn (CanReturnKeyResultType). */
+export const CanReturnResult = { ok: 0, needsManager: 1, notReturnable: 2, neverProgrammed: 3, blocklisted: 4 } as const;
+export const canReturnText: Record<number, string> = {
+  0: 'ok',
+  1: 'returning needs iLOQ Manager and a programming token',
+  2: 'only phone keys and external tags can be returned through the API',
+  3: 'key was never programmed (delete it instead)',
+  4: 'key is in the block list',
+};
+
+/** GET /api/v2/Keys/{id}/CanDelete (CanDeleteKeyResult). */
+export const CanDeleteKeyResult = { ok: 0, programmed: 1, givenToProgramming: 2, blocklisted: 3 } as const;
+export const canDeleteKeyText: Record<number, string> = {
+  0: 'ok',
+  1: 'key is programmed (return it instead)',
+  2: 'key is given to programming',
+  3: 'key is in the block list',
+};
+
+/** POST /api/v2/LockLogs/GetLockLogDataByTimestamp and …ByGoingDates body (UTC, start inclusive, end exclusive). */
+export interface GetLockLogDataParam {
+  StartDateUtc: string | null;
+  EndDateUtc: string | null;
+}
+
+/** One lock log entry (LockLogData). */
+export interface LockLogData {
+  DeviceLog_ID: string;
+  /** Log kind bits; lockstep assumes DeviceLogTypeMask values: 1 failed access, 4 successful access. */
+  AccessTypeMask: number;
+  ErrorCode: number;
+  ErrorDescription?: string | null;
+  FLock_ID: string;
+  FNKey_ID: string | null;
+  GoingCounter?: number;
+  /** When the key accessed the lock (UTC). */
+  GoingDate: string | null;
+  KeyId?: number;
+  LocationCode?: string | null;
+  LockGroup_ID: string;
+  LockingObject?: string | null;
+  ReadingDate?: string | null;
+  /** When the log arrived at the server (UTC); GetLockLogDataByTimestamp filters on this. */
+  TimestampUtc: string;
+  [field: string]: unknown;
+}
+
+export interface GetLockLogDataResult {
+  StartDateUtc: string | null;
+  EndDateUtc: string | null;
+  /** "Currently maximum of 2000 is returned at once." */
+  LockLogs: LockLogData[] | null;
+}
+
+/** Documented cap of one lock-log answer. */
+export const LOCK_LOG_CAP = 2000;
+
+/** DeviceLogTypeMask bits used to classify access events. */
+export const DeviceLogType = { failedAccess: 1, lockProgrammed: 2, successfulAccess: 4, fiveSeriesKey: 2048 } as const;
