@@ -10,6 +10,7 @@ import { Applier, RetryableApplyError } from './reconcile/applier.ts';
 import { Reconciler } from './reconcile/reconciler.ts';
 import { Sweeper } from './reconcile/sweeper.ts';
 import { EffectivenessWatcher } from './reconcile/effectiveness.ts';
+import { LockdownService } from './lockdown/service.ts';
 import type { Store } from './store/db.ts';
 import type { IdentityRepo } from './store/identities.ts';
 
@@ -24,6 +25,8 @@ export class Engine {
   readonly applier: Applier;
   readonly sweeper: Sweeper;
   readonly effectiveness: EffectivenessWatcher;
+  readonly lockdowns: LockdownService;
+  private expiryTimer: NodeJS.Timeout | undefined;
   readonly redis: Redis;
   private readonly workers: Worker[] = [];
   private readonly cfg: Config;
@@ -37,7 +40,8 @@ export class Engine {
     this.redis = redisConnection(deps.config.redis);
     this.redis.on('error', (err) => deps.log.warn({ err: err.message }, 'redis connection error'));
     this.queues = new Queues(this.redis, deps.config);
-    this.reconciler = new Reconciler({ ...deps, onApply: (items) => this.queues.enqueueApply(items) });
+    this.lockdowns = new LockdownService({ store: deps.store, config: deps.config, log: deps.log, queues: this.queues });
+    this.reconciler = new Reconciler({ ...deps, onApply: (items) => this.queues.enqueueApply(items), lockdowns: () => this.lockdowns.activeViews() });
     this.applier = new Applier(deps);
     this.sweeper = new Sweeper({
       store: deps.store,
@@ -107,6 +111,8 @@ export class Engine {
     for (const w of this.workers) void w.run().catch((err) => this.log.error({ err: err.message }, 'worker stopped'));
     this.sweeper.start();
     this.effectiveness.start();
+    this.expiryTimer = setInterval(() => void this.lockdowns.expireDue().catch((err: Error) => this.log.warn({ err: err.message }, 'lockdown expiry check failed')), this.cfg.reconcile.sweepIntervalMs);
+    this.expiryTimer.unref();
   }
 
   /** Operations planned while the job was finishing would otherwise wait for the sweeper. */
@@ -142,6 +148,7 @@ export class Engine {
    * back (their locks lapse and another worker, or this one after restart, runs them again).
    */
   async stop(graceMs: number): Promise<void> {
+    clearInterval(this.expiryTimer);
     await this.sweeper.stop();
     await this.effectiveness.stop();
     if (this.redis.status !== 'ready') this.redis.disconnect();

@@ -250,6 +250,33 @@ export const configSchema = z
       })
       .strict()
       .default({ concurrency: 32, sweepIntervalMs: 5_000, sweepAfterMs: 5_000, jobLockMs: 30_000, effectiveCheckIntervalMs: 15_000 }),
+    /** Emergency lockdown (the CRO's "revoke all") settings. */
+    lockdown: z
+      .object({
+        /** Break-glass: people (person id or userName) and groups (id or display name) who keep their access in every lockdown. */
+        exemptions: z
+          .object({ persons: z.array(z.string().min(1)).default([]), groups: z.array(z.string().min(1)).default([]) })
+          .strict()
+          .default({ persons: [], groups: [] }),
+        /** When true, lifting needs a second cro principal to confirm (starting never waits). */
+        dualControl: z.boolean().default(false),
+        /** Named sites and the access that opens their doors, for site-scoped lockdowns. */
+        sites: z.record(z.string(), z.array(z.object({ lockSystem: id, access: z.array(z.string().min(1)).min(1) }).strict()).min(1)).default({}),
+        /** Told on start and lift (JSON POST), besides the log and the audit trail. */
+        notify: z
+          .object({
+            webhookUrl: z.url().optional(),
+            /** Extra headers, e.g. an Authorization for the receiving system (secrets via ${VAR}). */
+            headers: z.record(z.string(), z.string()).default({}),
+            timeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+          })
+          .strict()
+          .default({ headers: {}, timeoutMs: 5_000 }),
+        /** Lockdown starts and lifts accepted per principal per minute. */
+        maxActionsPerMinute: z.number().int().min(1).max(1000).default(10),
+      })
+      .strict()
+      .default({ exemptions: { persons: [], groups: [] }, dualControl: false, sites: {}, notify: { headers: {}, timeoutMs: 5_000 }, maxActionsPerMinute: 10 }),
     /** Lock-system simulators started in-process (for the quick start and demos only). */
     simulators: z
       .array(

@@ -16,13 +16,16 @@ export type Permission =
   | 'metrics:read'
   | 'exposure:read'
   | 'tasks:read'
-  | 'tasks:done';
+  | 'tasks:done'
+  | 'lockdown:read'
+  | 'lockdown:act';
 
 /** Least privilege: auditors read, the CRO reads state (lockdowns come later), only admins act. */
 export const ROLE_PERMISSIONS: Record<AdminRole, ReadonlySet<Permission>> = {
-  admin: new Set(['persons:read', 'jobs:read', 'jobs:retry', 'audit:read', 'reconcile:request', 'metrics:read', 'exposure:read', 'tasks:read', 'tasks:done']),
-  auditor: new Set(['persons:read', 'jobs:read', 'audit:read', 'metrics:read', 'exposure:read', 'tasks:read']),
-  cro: new Set(['persons:read', 'metrics:read', 'exposure:read', 'tasks:read']),
+  admin: new Set(['persons:read', 'jobs:read', 'jobs:retry', 'audit:read', 'reconcile:request', 'metrics:read', 'exposure:read', 'tasks:read', 'tasks:done', 'lockdown:read']),
+  auditor: new Set(['persons:read', 'jobs:read', 'audit:read', 'metrics:read', 'exposure:read', 'tasks:read', 'lockdown:read']),
+  // Only the CRO starts, extends (exemptions) and lifts lockdowns.
+  cro: new Set(['persons:read', 'metrics:read', 'exposure:read', 'tasks:read', 'lockdown:read', 'lockdown:act']),
 };
 
 export interface Principal {

@@ -7,6 +7,7 @@ import type { Metrics } from '../metrics.ts';
 import type { Store } from '../store/db.ts';
 import type { IdentityRepo } from '../store/identities.ts';
 import { adminRoutes } from './admin.ts';
+import { lockdownRoutes } from './lockdowns.ts';
 import { authenticateAdmin, can } from './admin-auth.ts';
 import { problemFromFastifyError, sendProblem } from './problems.ts';
 import { scimRoutes } from './scim/index.ts';
@@ -82,6 +83,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   if (deps.probesOnly) return app as unknown as FastifyInstance;
   await app.register(adminRoutes, { prefix: '/api/v1', config, store, identities: deps.identities, reconciler: engine.reconciler });
+  await app.register(lockdownRoutes, { prefix: '/api/v1', config, store, lockdowns: engine.lockdowns });
   const publicBaseUrl = config.server.publicBaseUrl ?? `http://${config.server.host}:${config.server.port}`;
   await app.register(scimRoutes, { prefix: '/scim/v2', identities: deps.identities, sources: config.sources, publicBaseUrl });
   return app as unknown as FastifyInstance;

@@ -4,6 +4,8 @@ import { appendAudit } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import { applyToState, plan } from '../domain/planner.ts';
 import { desiredAccess, managedAccess, matchingRules } from '../domain/policy.ts';
+import { applyLockdowns, type LockdownView } from '../domain/lockdown.ts';
+import { PRIORITY_LOCKDOWN } from '../lockdown/service.ts';
 import type { ActualState, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
@@ -43,7 +45,19 @@ export class Reconciler {
   private readonly metrics: Metrics | undefined;
   private notifyApply: ApplyNotifier;
 
-  constructor(deps: { store: Store; identities: IdentityRepo; config: Config; log: Logger; metrics?: Metrics; onApply?: ApplyNotifier }) {
+  private readonly lockdowns: () => Promise<LockdownView[]>;
+
+  constructor(deps: {
+    store: Store;
+    identities: IdentityRepo;
+    config: Config;
+    log: Logger;
+    metrics?: Metrics;
+    onApply?: ApplyNotifier;
+    /** Lockdowns in force; part of every person's desired state. */
+    lockdowns?: () => Promise<LockdownView[]>;
+  }) {
+    this.lockdowns = deps.lockdowns ?? (async () => []);
     this.store = deps.store;
     this.identities = deps.identities;
     this.cfg = deps.config;
@@ -72,7 +86,7 @@ export class Reconciler {
     const dirty = await db.selectFrom('dirty').select(['generation', 'correlation_id']).where('person_id', '=', personId).executeTakeFirst();
     const correlationId = dirty?.correlation_id ?? randomUUID();
     const identity = await this.identities.loadIdentity(personId);
-    const desired = desiredAccess(identity, this.cfg.policy.rules);
+    const { access: desired, applied: lockdownsApplied } = applyLockdowns(desiredAccess(identity, this.cfg.policy.rules), identity, await this.lockdowns());
     const desiredOut = Object.fromEntries([...desired].map(([k, v]) => [k, [...v].sort()]));
     const rules = matchingRules(identity, this.cfg.policy.rules);
     const now = Date.now();
@@ -96,7 +110,10 @@ export class Reconciler {
       for (const op of inflight)
         if (op.state === 'running' && this.systems.has(op.lock_system_id))
           actual.set(op.lock_system_id, applyToState(actual.get(op.lock_system_id), { kind: op.kind as PlannedOperation['kind'], access: JSON.parse(op.access) }));
-      operations = plan({ active: identity?.active ?? false, desired, actual, managed: this.managed }).filter((o) => this.systems.has(o.lockSystemId));
+      operations = plan({ active: identity?.active ?? false, desired, actual, managed: this.managed })
+        .filter((o) => this.systems.has(o.lockSystemId))
+        // Under lockdown, revocations jump every queue (BullMQ runs unprioritised jobs first).
+        .map((o) => (lockdownsApplied.length && o.kind === 'revoke' ? { ...o, priority: PRIORITY_LOCKDOWN } : o));
       if (dryRun) return;
 
       const pending = inflight.filter((o) => o.state === 'pending');
@@ -148,6 +165,7 @@ export class Reconciler {
               active: identity?.active ?? false,
               exists: identity !== null,
               rules,
+              lockdowns: lockdownsApplied,
               desired: desiredOut,
               operations: operations.map((o) => ({ lockSystem: o.lockSystemId, kind: o.kind, access: o.access })),
               superseded: pending.length,

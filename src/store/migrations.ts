@@ -221,6 +221,42 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await db.schema.createIndex('inbound_events_received').on('inbound_events').column('received_at').execute();
       },
     },
+    '0006_lockdowns': {
+      /**
+       * Emergency lockdowns: scope, reason, who started and lifted them (two principals under dual
+       * control), the per-lock-system targets counted at start, and exemptions added while running.
+       */
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('lockdowns')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('scope', 'text', (c) => c.notNull())
+          .addColumn('scope_key', 'text', (c) => c.notNull())
+          .addColumn('reason', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('correlation_id', 'text', (c) => c.notNull())
+          .addColumn('targets', 'text', (c) => c.notNull())
+          .addColumn('started_by', 'text', (c) => c.notNull())
+          .addColumn('started_at', bigint, (c) => c.notNull())
+          .addColumn('expires_at', bigint)
+          .addColumn('lift_requested_by', 'text')
+          .addColumn('lift_requested_at', bigint)
+          .addColumn('lifted_by', 'text')
+          .addColumn('lifted_at', bigint)
+          .addColumn('lift_correlation_id', 'text')
+          .execute();
+        await db.schema.createIndex('lockdowns_state').on('lockdowns').columns(['state', 'scope_key']).execute();
+        await db.schema
+          .createTable('lockdown_exemptions')
+          .addColumn('lockdown_id', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('value', 'text', (c) => c.notNull())
+          .addColumn('added_by', 'text', (c) => c.notNull())
+          .addColumn('added_at', bigint, (c) => c.notNull())
+          .addPrimaryKeyConstraint('lockdown_exemptions_pk', ['lockdown_id', 'kind', 'value'])
+          .execute();
+      },
+    },
   };
   return { getMigrations: async () => list };
 }

@@ -131,6 +131,36 @@ export interface InboundEventsTable {
   received_at: number;
 }
 
+export type LockdownState = 'active' | 'lift_requested' | 'lifted' | 'expired';
+
+export interface LockdownsTable {
+  id: string;
+  /** JSON LockdownScope. */
+  scope: string;
+  scope_key: string;
+  reason: string;
+  state: LockdownState;
+  correlation_id: string;
+  /** JSON {lockSystem: persons holding in-scope access at start}. */
+  targets: string;
+  started_by: string;
+  started_at: number;
+  expires_at: number | null;
+  lift_requested_by: string | null;
+  lift_requested_at: number | null;
+  lifted_by: string | null;
+  lifted_at: number | null;
+  lift_correlation_id: string | null;
+}
+
+export interface LockdownExemptionsTable {
+  lockdown_id: string;
+  kind: 'person' | 'group';
+  value: string;
+  added_by: string;
+  added_at: number;
+}
+
 export interface MetaTable {
   key: string;
   value: string;
@@ -181,4 +211,6 @@ export interface Database {
   tasks: TasksTable;
   schedule: ScheduleTable;
   inbound_events: InboundEventsTable;
+  lockdowns: LockdownsTable;
+  lockdown_exemptions: LockdownExemptionsTable;
 }

@@ -27,6 +27,8 @@ export interface Stack {
   scimToken: string;
   adminToken: string;
   auditorToken: string;
+  croToken: string;
+  cro2Token: string;
   config: Config;
   scim(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
   admin(method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: any; headers: Headers }>;
@@ -53,7 +55,14 @@ export async function waitFor<T>(fn: () => Promise<T> | T, opts: { timeoutMs?: n
 }
 
 /** Builds the config the stack runs with; exported for tests that start lockstep in a child process. */
-export function stackConfig(sim: IloqSimulator, t: TestStore, tokens: { scim: string; admin: string; auditor: string }, prefix: string, redisUrl: string, extra: Record<string, unknown> = {}): Config {
+export function stackConfig(
+  sim: IloqSimulator,
+  t: TestStore,
+  tokens: { scim: string; admin: string; auditor: string; cro?: string; cro2?: string },
+  prefix: string,
+  redisUrl: string,
+  extra: Record<string, unknown> = {},
+): Config {
   return configSchema.parse({
     server: { host: '127.0.0.1', port: 0, shutdownGraceMs: 2000, ...(extra.server as object) },
     store: t.storeConfig,
@@ -79,8 +88,11 @@ export function stackConfig(sim: IloqSimulator, t: TestStore, tokens: { scim: st
       tokens: [
         { name: 'ops', sha256: sha256Hex(tokens.admin), role: 'admin' },
         { name: 'audit', sha256: sha256Hex(tokens.auditor), role: 'auditor' },
+        ...(tokens.cro ? [{ name: 'cro', sha256: sha256Hex(tokens.cro), role: 'cro' }] : []),
+        ...(tokens.cro2 ? [{ name: 'cro-deputy', sha256: sha256Hex(tokens.cro2), role: 'cro' }] : []),
       ],
     },
+    ...(extra.lockdown ? { lockdown: extra.lockdown } : {}),
     reconcile: { concurrency: 8, sweepIntervalMs: 500, sweepAfterMs: 1000, jobLockMs: 2000, ...(extra.reconcile as object) },
   });
 }
@@ -89,7 +101,13 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const sim = await startIloqSimulator({ port: 0, host: '127.0.0.1', seed: 'demo', ...opts.sim });
   const t = await freshStore(opts.backend ?? 'sqlite');
   const prefix = `t${randomBytes(5).toString('hex')}`;
-  const tokens = { scim: randomBytes(16).toString('hex'), admin: randomBytes(16).toString('hex'), auditor: randomBytes(16).toString('hex') };
+  const tokens = {
+    scim: randomBytes(16).toString('hex'),
+    admin: randomBytes(16).toString('hex'),
+    auditor: randomBytes(16).toString('hex'),
+    cro: randomBytes(16).toString('hex'),
+    cro2: randomBytes(16).toString('hex'),
+  };
   const redisUrl = opts.redisUrl ?? REDIS_URL;
   const config = stackConfig(sim, t, tokens, prefix, redisUrl, opts.config);
   // The stack's own store connection is replaced by the runtime's; close the test one first.
@@ -122,6 +140,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     scimToken: tokens.scim,
     adminToken: tokens.admin,
     auditorToken: tokens.auditor,
+    croToken: tokens.cro,
+    cro2Token: tokens.cro2,
     scim: (m, p, b, h) => call(m, `/scim/v2${p}`, tokens.scim, b, h),
     admin: (m, p, b, tok) => call(m, `/api/v1${p}`, tok ?? tokens.admin, b, b !== undefined ? { 'content-type': 'application/json' } : {}),
     keys,

@@ -1,0 +1,393 @@
+import { randomUUID } from 'node:crypto';
+import { sql, type Kysely, type Transaction } from 'kysely';
+import { appendAudit, type AuditEntry } from '../audit/audit.ts';
+import type { Config } from '../config/schema.ts';
+import { inScope, scopeKey, type LockdownScope, type LockdownView } from '../domain/lockdown.ts';
+import type { Logger } from '../log.ts';
+import type { Queues } from '../queue/queues.ts';
+import type { Store } from '../store/db.ts';
+import { PRIORITY_NORMAL } from '../store/identities.ts';
+import type { Database, LockdownsTable } from '../store/schema.ts';
+
+/**
+ * Emergency lockdowns: the CRO's "revoke all" and its lift. A lockdown is a row in the database
+ * that every reconcile reads (see domain/lockdown.ts): starting one marks the affected persons
+ * dirty at the highest priority and hands them to the reconcile queue at once; lifting marks
+ * everyone dirty so normal access returns through the same path. Nothing here talks to a lock
+ * system, so retries, ordering, audit and the two truths apply unchanged, and a restart of
+ * lockstep or Redis resumes from the database.
+ */
+
+/** BullMQ runs jobs without a priority before any prioritised job: lockdowns jump every queue. */
+export const PRIORITY_LOCKDOWN = 0;
+
+export interface StartInput {
+  scope: { all?: boolean; lockSystems?: string[]; access?: string[]; sites?: string[] };
+  reason: string;
+  expiresAt?: number;
+}
+
+export class LockdownError extends Error {
+  readonly code: 'INVALID' | 'NOT_FOUND' | 'CONFLICT' | 'FORBIDDEN';
+  constructor(code: LockdownError['code'], message: string) {
+    super(message);
+    this.name = 'LockdownError';
+    this.code = code;
+  }
+}
+
+export interface Actor {
+  name: string;
+  correlationId: string;
+}
+
+export class LockdownService {
+  private readonly store: Store;
+  private readonly cfg: Config;
+  private readonly log: Logger;
+  private queues: Queues | undefined;
+
+  constructor(deps: { store: Store; config: Config; log: Logger; queues?: Queues }) {
+    this.store = deps.store;
+    this.cfg = deps.config;
+    this.log = deps.log;
+    this.queues = deps.queues;
+  }
+
+  /** Resolves a request's scope against config (sites) and validates names; throws INVALID. */
+  resolveScope(input: StartInput['scope']): LockdownScope {
+    const systems = new Set(this.cfg.lockSystems.map((l) => l.id));
+    if (input.all) return { all: true };
+    const scope: LockdownScope = {};
+    if (input.lockSystems?.length) {
+      const unknown = input.lockSystems.filter((l) => !systems.has(l));
+      if (unknown.length) throw new LockdownError('INVALID', `unknown lock system(s): ${unknown.join(', ')}`);
+      scope.lockSystems = input.lockSystems;
+    }
+    if (input.access?.length) scope.access = input.access;
+    if (input.sites?.length) {
+      const pairs: Array<{ lockSystem: string; access: string }> = [];
+      for (const site of input.sites) {
+        const doors = this.cfg.lockdown.sites[site];
+        if (!doors) throw new LockdownError('INVALID', `unknown site "${site}" (configured: ${Object.keys(this.cfg.lockdown.sites).join(', ') || 'none'})`);
+        for (const d of doors) for (const a of d.access) pairs.push({ lockSystem: d.lockSystem, access: a });
+      }
+      scope.siteAccess = pairs;
+    }
+    if (!scope.lockSystems && !scope.access && !scope.siteAccess)
+      throw new LockdownError('INVALID', 'scope must be {"all": true} or name lockSystems, access or sites');
+    return scope;
+  }
+
+  /**
+   * Starts a lockdown, or returns the one already running with the same scope (idempotent:
+   * a second CRO pressing the button does not double the work).
+   */
+  async start(input: StartInput, actor: Actor): Promise<{ lockdown: LockdownsTable; created: boolean }> {
+    const scope = this.resolveScope(input.scope);
+    const key = scopeKey(scope);
+    const now = Date.now();
+    if (input.expiresAt !== undefined && input.expiresAt <= now) throw new LockdownError('INVALID', 'expiresAt must be in the future');
+    const id = randomUUID();
+    const result = await this.store.db.transaction().execute(async (trx) => {
+      const running = await trx.selectFrom('lockdowns').selectAll().where('scope_key', '=', key).where('state', 'in', ['active', 'lift_requested']).executeTakeFirst();
+      if (running) return { lockdown: running, created: false, persons: [] as string[] };
+      const holders = await trx.selectFrom('lock_state').select(['person_id', 'lock_system_id', 'access']).where('access', '!=', '[]').execute();
+      const targets: Record<string, number> = {};
+      const persons = new Set<string>();
+      for (const h of holders) {
+        const access = JSON.parse(h.access) as string[];
+        if (!access.some((a) => inScope(scope, h.lock_system_id, a))) continue;
+        targets[h.lock_system_id] = (targets[h.lock_system_id] ?? 0) + 1;
+        persons.add(h.person_id);
+      }
+      const row: LockdownsTable = {
+        id,
+        scope: JSON.stringify(scope),
+        scope_key: key,
+        reason: input.reason,
+        state: 'active',
+        correlation_id: actor.correlationId,
+        targets: JSON.stringify(targets),
+        started_by: actor.name,
+        started_at: now,
+        expires_at: input.expiresAt ?? null,
+        lift_requested_by: null,
+        lift_requested_at: null,
+        lifted_by: null,
+        lifted_at: null,
+        lift_correlation_id: null,
+      };
+      await trx.insertInto('lockdowns').values(row).execute();
+      await markAll(trx, [...persons], PRIORITY_LOCKDOWN, `lockdown ${id}`, now, actor.correlationId);
+      await appendAudit(trx, this.store.dialect, [
+        {
+          actor: actor.name,
+          action: 'lockdown.start',
+          subject: `lockdown:${id}`,
+          correlationId: actor.correlationId,
+          detail: { scope, reason: input.reason, expiresAt: input.expiresAt ? new Date(input.expiresAt).toISOString() : null, targets, persons: persons.size, breakGlass: this.cfg.lockdown.exemptions },
+        },
+      ]);
+      return { lockdown: row, created: true, persons: [...persons] };
+    });
+    if (result.created) {
+      // Straight to the queue: the sweeper is the fallback, not the path, in an emergency.
+      await this.enqueue(result.persons, PRIORITY_LOCKDOWN);
+      this.log.warn({ lockdown: id, scope, persons: result.persons.length, startedBy: actor.name }, 'LOCKDOWN STARTED');
+      void this.notify('lockdown.started', result.lockdown);
+    }
+    return { lockdown: result.lockdown, created: result.created };
+  }
+
+  async get(id: string): Promise<LockdownsTable | undefined> {
+    return this.store.db.selectFrom('lockdowns').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+
+  async list(): Promise<LockdownsTable[]> {
+    return this.store.db.selectFrom('lockdowns').selectAll().orderBy('started_at', 'desc').limit(100).execute();
+  }
+
+  async addExemption(id: string, exemption: { person?: string; group?: string }, actor: Actor): Promise<void> {
+    const kind = exemption.person ? 'person' : 'group';
+    const value = exemption.person ?? exemption.group;
+    if (!value) throw new LockdownError('INVALID', 'name a person (id or userName) or a group (id or display name)');
+    const now = Date.now();
+    const persons = await this.store.db.transaction().execute(async (trx) => {
+      const l = await trx.selectFrom('lockdowns').select(['state']).where('id', '=', id).executeTakeFirst();
+      if (!l) throw new LockdownError('NOT_FOUND', `lockdown ${id} not found`);
+      if (l.state !== 'active' && l.state !== 'lift_requested') throw new LockdownError('CONFLICT', `lockdown ${id} is ${l.state}`);
+      await trx.insertInto('lockdown_exemptions').values({ lockdown_id: id, kind, value, added_by: actor.name, added_at: now }).onConflict((oc) => oc.doNothing()).execute();
+      const affected = await exemptedPersons(trx, kind, value);
+      await markAll(trx, affected, PRIORITY_NORMAL, `lockdown ${id} exemption`, now, actor.correlationId);
+      await appendAudit(trx, this.store.dialect, [
+        { actor: actor.name, action: 'lockdown.exemption', subject: `lockdown:${id}`, correlationId: actor.correlationId, detail: { kind, value, persons: affected.length } },
+      ]);
+      return affected;
+    });
+    await this.enqueue(persons, PRIORITY_NORMAL);
+  }
+
+  /**
+   * Lifts a lockdown. Under dual control the first cro request records itself and waits for a
+   * second, different cro principal; the second lifts.
+   */
+  async lift(id: string, actor: Actor): Promise<{ state: 'lift_requested' | 'lifted' }> {
+    const now = Date.now();
+    const outcome = await this.store.db.transaction().execute(async (trx) => {
+      const l = await trx.selectFrom('lockdowns').selectAll().where('id', '=', id).executeTakeFirst();
+      if (!l) throw new LockdownError('NOT_FOUND', `lockdown ${id} not found`);
+      if (l.state === 'lifted' || l.state === 'expired') throw new LockdownError('CONFLICT', `lockdown ${id} is already ${l.state}`);
+      if (this.cfg.lockdown.dualControl) {
+        if (l.state === 'active') {
+          await trx.updateTable('lockdowns').set({ state: 'lift_requested', lift_requested_by: actor.name, lift_requested_at: now }).where('id', '=', id).execute();
+          await appendAudit(trx, this.store.dialect, [
+            { actor: actor.name, action: 'lockdown.lift_requested', subject: `lockdown:${id}`, correlationId: actor.correlationId, detail: { needs: 'a second cro principal to confirm' } },
+          ]);
+          return { state: 'lift_requested' as const, row: l };
+        }
+        if (l.lift_requested_by === actor.name)
+          throw new LockdownError('FORBIDDEN', `dual control: the lift requested by ${actor.name} must be confirmed by another cro principal`);
+      }
+      await this.finish(trx, l, 'lifted', actor.name, actor.correlationId, now);
+      return { state: 'lifted' as const, row: l };
+    });
+    if (outcome.state === 'lifted') await this.afterFinish(outcome.row, 'lockdown.lifted');
+    return { state: outcome.state };
+  }
+
+  /** Lifts lockdowns whose expiry has passed; called by the engine's timer. */
+  async expireDue(now = Date.now()): Promise<number> {
+    const due = await this.store.db.selectFrom('lockdowns').selectAll().where('state', 'in', ['active', 'lift_requested']).where('expires_at', '<=', now).execute();
+    for (const l of due) {
+      const corr = randomUUID();
+      const done = await this.store.db.transaction().execute(async (trx) => {
+        const fresh = await trx.selectFrom('lockdowns').select('state').where('id', '=', l.id).executeTakeFirst();
+        if (!fresh || (fresh.state !== 'active' && fresh.state !== 'lift_requested')) return false;
+        await this.finish(trx, l, 'expired', 'system:lockdown-expiry', corr, now);
+        return true;
+      });
+      if (done) await this.afterFinish(l, 'lockdown.expired');
+    }
+    return due.length;
+  }
+
+  private async finish(trx: Transaction<Database>, l: LockdownsTable, state: 'lifted' | 'expired', by: string, correlationId: string, now: number): Promise<void> {
+    await trx.updateTable('lockdowns').set({ state, lifted_by: by, lifted_at: now, lift_correlation_id: correlationId }).where('id', '=', l.id).execute();
+    // Joiners during the lockdown never got access, so restoring means everyone, not only those who lost it.
+    await sql`
+      insert into dirty (person_id, generation, priority, marked_at, reason, correlation_id)
+      select person_id, 1, ${PRIORITY_NORMAL}, ${now}, ${`lockdown ${l.id} ${state}`}, ${correlationId}
+      from (select id as person_id from persons union select person_id from lock_state) as everyone
+      where true
+      on conflict (person_id) do update set generation = dirty.generation + 1, correlation_id = excluded.correlation_id`.execute(trx);
+    await appendAudit(trx, this.store.dialect, [
+      {
+        actor: by,
+        action: state === 'lifted' ? 'lockdown.lift' : 'lockdown.expire',
+        subject: `lockdown:${l.id}`,
+        correlationId,
+        detail: { requestedBy: l.lift_requested_by, confirmedBy: by, figures: await this.figures(trx, l) },
+      },
+    ]);
+  }
+
+  private async afterFinish(l: LockdownsTable, event: string): Promise<void> {
+    const persons = await this.store.db.selectFrom('dirty').select('person_id').where('reason', 'like', `lockdown ${l.id}%`).execute();
+    await this.enqueue(
+      persons.map((p) => p.person_id),
+      PRIORITY_NORMAL,
+    );
+    this.log.warn({ lockdown: l.id, event }, 'lockdown ended; normal access is being restored');
+    const fresh = await this.get(l.id);
+    if (fresh) void this.notify(event, fresh);
+  }
+
+  /** The lockdowns every reconcile must honour, with config and per-lockdown exemptions merged. */
+  async activeViews(db: Kysely<Database> = this.store.db): Promise<LockdownView[]> {
+    const rows = await db.selectFrom('lockdowns').select(['id', 'scope']).where('state', 'in', ['active', 'lift_requested']).execute();
+    if (rows.length === 0) return [];
+    const ex = await db.selectFrom('lockdown_exemptions').select(['lockdown_id', 'kind', 'value']).where('lockdown_id', 'in', rows.map((r) => r.id)).execute();
+    return rows.map((r) => ({
+      id: r.id,
+      scope: JSON.parse(r.scope) as LockdownScope,
+      exemptions: {
+        persons: [...this.cfg.lockdown.exemptions.persons, ...ex.filter((e) => e.lockdown_id === r.id && e.kind === 'person').map((e) => e.value)],
+        groups: [...this.cfg.lockdown.exemptions.groups, ...ex.filter((e) => e.lockdown_id === r.id && e.kind === 'group').map((e) => e.value)],
+      },
+    }));
+  }
+
+  /** Progress of a lockdown (and of its lift): per lock system, exposure and tasks. */
+  async figures(db: Kysely<Database>, l: LockdownsTable) {
+    const count = async (correlationId: string | null, kinds: string[]) => {
+      const out: Record<string, { accepted: number; effective: number; failed: number; pending: number }> = {};
+      if (!correlationId) return out;
+      const rows = await db
+        .selectFrom('operations')
+        .select(['lock_system_id', 'state', (eb) => eb.fn.countAll<number>().as('n'), (eb) => eb.fn.count<number>('effective_at').as('eff')])
+        .where('correlation_id', '=', correlationId)
+        .where('kind', 'in', kinds)
+        .where('state', '!=', 'superseded')
+        .groupBy(['lock_system_id', 'state'])
+        .execute();
+      for (const r of rows) {
+        const c = (out[r.lock_system_id] ??= { accepted: 0, effective: 0, failed: 0, pending: 0 });
+        const n = Number(r.n);
+        if (r.state === 'accepted') {
+          c.accepted += n;
+          c.effective += Number(r.eff);
+        } else if (r.state === 'dead') c.failed += n;
+        else c.pending += n;
+      }
+      return out;
+    };
+    const targets = JSON.parse(l.targets) as Record<string, number>;
+    const revocations = await count(l.correlation_id, ['revoke', 'leave']);
+    const perLockSystem = Object.fromEntries(
+      [...new Set([...Object.keys(targets), ...Object.keys(revocations)])].sort().map((ls) => [ls, { targeted: targets[ls] ?? 0, ...(revocations[ls] ?? { accepted: 0, effective: 0, failed: 0, pending: 0 }) }]),
+    );
+    const exposure = await db
+      .selectFrom('key_changes')
+      .innerJoin('operations', 'operations.id', 'key_changes.operation_id')
+      .select((eb) => [eb.fn.countAll<number>().as('n'), eb.fn.max('key_changes.horizon').as('latest'), eb.fn.sum<number>(eb.case().when('key_changes.horizon', 'is', null).then(1).else(0).end()).as('unbounded')])
+      .where('operations.correlation_id', '=', l.correlation_id)
+      .where('key_changes.revocation', '=', 1)
+      .where('key_changes.effective_at', 'is', null)
+      .executeTakeFirstOrThrow();
+    const tasks = await db.selectFrom('tasks').select((eb) => eb.fn.countAll<number>().as('n')).where('correlation_id', '=', l.correlation_id).executeTakeFirstOrThrow();
+    const restored = await count(l.lift_correlation_id, ['grant', 'reinstate']);
+    const unbounded = Number(exposure.unbounded ?? 0);
+    return {
+      perLockSystem,
+      exposure: {
+        keysNotYetEffective: Number(exposure.n),
+        unbounded,
+        latestHorizon: unbounded || exposure.latest === null ? null : new Date(Number(exposure.latest)).toISOString(),
+      },
+      tasks: Number(tasks.n),
+      lift: l.lift_correlation_id ? { perLockSystem: restored } : null,
+    };
+  }
+
+  private async enqueue(persons: string[], priority: number): Promise<void> {
+    if (!this.queues || persons.length === 0) return;
+    for (let i = 0; i < persons.length; i += 1000)
+      await this.queues.enqueueReconcile(persons.slice(i, i + 1000).map((personId) => ({ personId, priority })));
+  }
+
+  private async notify(event: string, l: LockdownsTable): Promise<void> {
+    const n = this.cfg.lockdown.notify;
+    const body = { event, lockdown: publicView(l), at: new Date().toISOString() };
+    this.log.warn(body, `lockdown notification: ${event}`);
+    if (!n.webhookUrl) return;
+    let outcome: string;
+    try {
+      const res = await fetch(n.webhookUrl, { method: 'POST', headers: { 'content-type': 'application/json', ...n.headers }, body: JSON.stringify(body), signal: AbortSignal.timeout(n.timeoutMs) });
+      outcome = `HTTP ${res.status}`;
+      await res.body?.cancel();
+    } catch (err) {
+      outcome = `failed: ${(err as Error).message}`;
+    }
+    await this.store.db
+      .transaction()
+      .execute((trx) =>
+        appendAudit(trx, this.store.dialect, [{ actor: 'system:lockdown', action: 'lockdown.notified', subject: `lockdown:${l.id}`, correlationId: l.correlation_id, detail: { event, outcome } } as AuditEntry]),
+      )
+      .catch(() => {});
+  }
+}
+
+export function publicView(l: LockdownsTable) {
+  const iso = (ms: number | null) => (ms === null ? null : new Date(Number(ms)).toISOString());
+  return {
+    id: l.id,
+    state: l.state,
+    scope: JSON.parse(l.scope) as LockdownScope,
+    reason: l.reason,
+    startedBy: l.started_by,
+    startedAt: iso(l.started_at),
+    expiresAt: iso(l.expires_at),
+    liftRequestedBy: l.lift_requested_by,
+    liftRequestedAt: iso(l.lift_requested_at),
+    liftedBy: l.lifted_by,
+    liftedAt: iso(l.lifted_at),
+  };
+}
+
+async function markAll(trx: Kysely<Database>, persons: string[], priority: number, reason: string, now: number, correlationId: string): Promise<void> {
+  for (let i = 0; i < persons.length; i += 500) {
+    const chunk = persons.slice(i, i + 500);
+    await trx
+      .insertInto('dirty')
+      .values(chunk.map((p) => ({ person_id: p, generation: 1, priority, marked_at: now, reason, correlation_id: correlationId })))
+      .onConflict((oc) =>
+        oc.column('person_id').doUpdateSet({
+          generation: sql<number>`dirty.generation + 1`,
+          priority: sql<number>`case when excluded.priority < dirty.priority then excluded.priority else dirty.priority end`,
+          reason: sql<string>`excluded.reason`,
+          correlation_id: sql<string>`excluded.correlation_id`,
+        }),
+      )
+      .execute();
+  }
+}
+
+/** Persons a new exemption concerns: by id or userName, or members of a group by id or name. */
+async function exemptedPersons(db: Kysely<Database>, kind: 'person' | 'group', value: string): Promise<string[]> {
+  if (kind === 'person') {
+    const rows = await db
+      .selectFrom('persons')
+      .select('id')
+      .where((eb) => eb.or([eb('id', '=', value), eb('user_name_lc', '=', value.toLowerCase())]))
+      .execute();
+    return rows.map((r) => r.id);
+  }
+  const rows = await db
+    .selectFrom('memberships')
+    .innerJoin('groups', 'groups.id', 'memberships.group_id')
+    .select('memberships.person_id')
+    .where((eb) => eb.or([eb('groups.id', '=', value), eb('groups.display_name_lc', '=', value.toLowerCase())]))
+    .execute();
+  return [...new Set(rows.map((r) => r.person_id))];
+}

@@ -1,0 +1,105 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { startStack, waitFor, type Stack } from '../helpers/stack.ts';
+import { newGroup, newUser } from './scim-user.ts';
+
+describe('emergency lockdown', () => {
+  let s: Stack;
+  afterEach(async () => s?.stop());
+
+  const setup = async (lockdown: Record<string, unknown> = {}) => {
+    s = await startStack({ config: { lockdown: { exemptions: { groups: ['Security Team'] }, ...lockdown } } });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await s.scim('POST', '/Users', newUser(`op${i}@example.com`))).body.id);
+    const guard = (await s.scim('POST', '/Users', newUser('guard@example.com'))).body.id as string;
+    await s.scim('POST', '/Groups', newGroup('Control Room', [...ids, guard]));
+    await s.scim('POST', '/Groups', newGroup('Security Team', [guard]));
+    await waitFor(() => [...ids, guard].every((id) => s.keyAccess(id)[0]?.includes('Control room')), { what: 'initial grants' });
+    return { ids, guard };
+  };
+
+  it('revokes all but break-glass, holds grants, takes exemptions, reports progress, and the lift restores exactly the prior access', async () => {
+    const { ids, guard } = await setup();
+    const before = Object.fromEntries([...ids, guard].map((id) => [id, s.keyAccess(id)]));
+
+    // Only the CRO may start it; refusals are audited.
+    const body = { scope: { all: true }, reason: 'SOC: anomalous logins and cloned badges at Plant A' };
+    expect((await s.admin('POST', '/lockdowns', body, s.auditorToken)).status).toBe(403);
+    expect((await s.admin('POST', '/lockdowns', body)).status).toBe(403);
+    expect((await s.admin('POST', '/lockdowns', { ...body, reason: 'x' }, s.croToken)).status).toBe(400);
+    const started = await s.admin('POST', '/lockdowns', body, s.croToken);
+    expect(started.status).toBe(202);
+    const id = started.body.id as string;
+    expect(started.body).toMatchObject({ state: 'active', created: true, startedBy: 'admin:cro' });
+
+    await waitFor(() => ids.every((p) => s.keyAccess(p)[0]!.length === 0), { what: 'revocations under lockdown' });
+    expect(s.keyAccess(guard)).toEqual([['Control room']]);
+
+    // Starting the same scope again is the same lockdown.
+    const again = await s.admin('POST', '/lockdowns', body, s.croToken);
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ id, created: false });
+
+    // A joiner during the lockdown is recorded but not granted.
+    const late = (await s.scim('POST', '/Users', newUser('late@example.com'))).body.id as string;
+    await s.scim('PATCH', `/Groups/${(await s.scim('GET', '/Groups?filter=displayName eq "Control Room"')).body.Resources[0].id}`, {
+      schemas: ['urn:ietf:params:scim:api:messages:2.0:PatchOp'],
+      Operations: [{ op: 'add', path: 'members', value: [{ value: late }] }],
+    });
+    await waitFor(async () => (await s.admin('GET', `/persons/${late}`)).body.reconcilePending === null, { what: 'late joiner reconciled' });
+    expect(s.keyAccess(late)).toEqual([]);
+
+    // An exemption added to the running lockdown gives that person access back.
+    expect((await s.admin('POST', `/lockdowns/${id}/exemptions`, { person: 'op0@example.com' }, s.croToken)).status).toBe(202);
+    await waitFor(() => s.keyAccess(ids[0]!)[0]?.includes('Control room'), { what: 'exempted person restored' });
+
+    const progress = (await s.admin('GET', `/lockdowns/${id}`, undefined, s.auditorToken)).body;
+    expect(progress.perLockSystem.iloq).toMatchObject({ targeted: 6, accepted: 5, failed: 0, pending: 0 });
+
+    // Server-Sent Events carry the same figures.
+    const res = await fetch(`${s.url}/api/v1/lockdowns/${id}/events?intervalMs=200`, { headers: { authorization: `Bearer ${s.auditorToken}` } });
+    expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const reader = res.body!.getReader();
+    const chunk = new TextDecoder().decode((await reader.read()).value);
+    await reader.cancel();
+    expect(chunk).toMatch(/^event: progress\ndata: \{/);
+    expect(JSON.parse(chunk.split('data: ')[1]!)).toMatchObject({ id, state: 'active' });
+
+    // Lift: everyone's normal access returns, the late joiner's too.
+    expect((await s.admin('POST', `/lockdowns/${id}/lift`, {}, s.auditorToken)).status).toBe(403);
+    const lifted = await s.admin('POST', `/lockdowns/${id}/lift`, {}, s.croToken);
+    expect(lifted.body).toMatchObject({ state: 'lifted' });
+    await waitFor(() => [...ids, late].every((p) => s.keyAccess(p)[0]?.includes('Control room')), { what: 'access restored' });
+    for (const [p, access] of Object.entries(before)) expect(s.keyAccess(p)).toEqual(access);
+    expect((await s.admin('POST', `/lockdowns/${id}/lift`, {}, s.croToken)).status).toBe(409);
+
+    const actions = ((await s.admin('GET', '/audit?action=lockdown.*&limit=100')).body.items as Array<{ action: string }>).map((a) => a.action);
+    expect(actions).toEqual(['lockdown.start', 'lockdown.exemption', 'lockdown.lift']);
+    const refused = (await s.admin('GET', '/audit?action=admin.refused')).body.items;
+    expect(refused.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('under dual control a second CRO must confirm the lift; starting never waits', async () => {
+    const { ids } = await setup({ dualControl: true });
+    const started = await s.admin('POST', '/lockdowns', { scope: { lockSystems: ['iloq'] }, reason: 'Substation intrusion alarm' }, s.croToken);
+    expect(started.status).toBe(202);
+    await waitFor(() => ids.every((p) => s.keyAccess(p)[0]!.length === 0), { what: 'revocations' });
+    const first = await s.admin('POST', `/lockdowns/${started.body.id}/lift`, {}, s.croToken);
+    expect(first.body).toMatchObject({ state: 'lift_requested' });
+    expect((await s.admin('POST', `/lockdowns/${started.body.id}/lift`, {}, s.croToken)).status).toBe(403);
+    // Still locked down while the lift waits for confirmation.
+    expect(ids.every((p) => s.keyAccess(p)[0]!.length === 0)).toBe(true);
+    const second = await s.admin('POST', `/lockdowns/${started.body.id}/lift`, {}, s.cro2Token);
+    expect(second.body).toMatchObject({ state: 'lifted' });
+    await waitFor(() => ids.every((p) => s.keyAccess(p)[0]?.includes('Control room')), { what: 'access restored' });
+    const lift = (await s.admin('GET', '/audit?action=lockdown.lift')).body.items[0];
+    expect(lift.detail).toMatchObject({ requestedBy: 'admin:cro', confirmedBy: 'admin:cro-deputy' });
+  });
+
+  it('an expiry lifts it by itself', async () => {
+    const { ids } = await setup();
+    const started = await s.admin('POST', '/lockdowns', { scope: { all: true }, reason: 'Short drill, auto-expiring', expiresAt: new Date(Date.now() + 1500).toISOString() }, s.croToken);
+    await waitFor(() => ids.every((p) => s.keyAccess(p)[0]!.length === 0), { what: 'revocations' });
+    await waitFor(async () => (await s.admin('GET', `/lockdowns/${started.body.id}`)).body.state === 'expired', { what: 'expiry' });
+    await waitFor(() => ids.every((p) => s.keyAccess(p)[0]?.includes('Control room')), { what: 'access restored after expiry' });
+  });
+});
