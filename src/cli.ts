@@ -20,6 +20,8 @@ Usage:
   lockstep sim iloq [--port N]       run the iLOQ API v2 simulator alone
   lockstep sim cliq [--port N] [--token T] [--tls-dir DIR]
                                      run the CLIQ simulator (assumed CWM contract) alone
+  lockstep lockdown start|status|lift  emergency lockdown through a running lockstep's API
+                                     (--url/LOCKSTEP_URL, --token/LOCKSTEP_TOKEN; see lockstep lockdown)
   lockstep token                     generate an admin/SCIM token and its SHA-256 for the config
   lockstep hash-token TOKEN          print the SHA-256 of an existing token
 
@@ -70,6 +72,10 @@ async function main(argv: string[]): Promise<number> {
       const { runIloqSimulatorCli } = await import('../adapters/locks/iloq/simulator.ts');
       await runIloqSimulatorCli(argv.slice(2));
       return -1;
+    }
+    case 'lockdown': {
+      const { lockdownCli } = await import('./lockdown/cli.ts');
+      return lockdownCli(argv.slice(1));
     }
     case 'token': {
       const token = randomBytes(32).toString('base64url');

@@ -91,6 +91,59 @@ describe('crash safety', () => {
     for (const a of adds) perKey.set(a.path, (perKey.get(a.path) ?? 0) + 1);
     expect(Math.max(...perKey.values())).toBe(1);
     expect(perKey.size).toBe(12);
+
+    child!.kill('SIGTERM');
+    await new Promise((r) => child!.once('exit', r));
+    child = undefined;
+  }, 90_000);
+
+  it('killed in the middle of a lockdown, lockstep resumes it after restart', async () => {
+    sim = await startIloqSimulator({ port: 0, host: '127.0.0.1', seed: 'demo' });
+    t = await freshStore('sqlite');
+    prefix = `t${randomBytes(5).toString('hex')}`;
+    const tokens = { scim: randomBytes(16).toString('hex'), admin: randomBytes(16).toString('hex'), auditor: randomBytes(16).toString('hex'), cro: randomBytes(16).toString('hex') };
+    const port = await freePort();
+    const cfg = stackConfig(sim, t, tokens, prefix, REDIS_URL, { server: { port }, reconcile: { jobLockMs: 1500, sweepIntervalMs: 300, sweepAfterMs: 500 } });
+    const file = join(t.storeConfig.sqlite.path, '..', 'lockstep.json');
+    writeFileSync(file, JSON.stringify(cfg));
+    const base = `http://127.0.0.1:${port}`;
+    const start = async () => {
+      child = spawn(process.execPath, [join(ROOT, 'src/cli.ts'), 'serve', '--config', file], { stdio: ['ignore', process.env.TEST_LOG_LEVEL ? 'inherit' : 'ignore', 'inherit'] });
+      await waitFor(() => fetch(`${base}/healthz`).then((r) => r.ok), { what: 'lockstep to listen' });
+    };
+    const req = (method: string, path: string, token: string, body?: unknown) =>
+      fetch(`${base}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, 'content-type': path.startsWith('/scim') ? 'application/scim+json' : 'application/json' },
+        body: JSON.stringify(body),
+      }).then(
+        async (r) => ({ status: r.status, body: (await r.json().catch(() => undefined)) as any }),
+      );
+    const access = (id: string) => {
+      const p = sim!.state.findPersonByExternalId(id);
+      return p ? sim!.state.keysOfPerson(p.Person_ID).map((k) => sim!.getKeyAccessNames(k.FNKey_ID)) : [];
+    };
+    await start();
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i++) ids.push((await req('POST', '/scim/v2/Users', tokens.scim, newUser(`l${i}@example.com`))).body.id);
+    await req('POST', '/scim/v2/Groups', tokens.scim, newGroup('Control Room', ids));
+    await waitFor(() => ids.every((id) => access(id)[0]?.includes('Control room')), { what: 'grants' });
+    sim.setFaults({ latencyMs: 60 });
+    const started = await req('POST', '/api/v1/lockdowns', tokens.cro, { scope: { all: true }, reason: 'Kill test: resume after crash' });
+    expect(started.status).toBe(202);
+    await waitFor(() => ids.some((id) => access(id)[0]?.length === 0), { what: 'first revocation' });
+    child!.kill('SIGKILL');
+    await new Promise((r) => child!.once('exit', r));
+    expect(ids.every((id) => access(id)[0]?.length === 0)).toBe(false);
+    sim.setFaults({ latencyMs: 0 });
+    await start();
+    await waitFor(() => ids.every((id) => access(id)[0]?.length === 0), { what: 'every revocation after restart', timeoutMs: 30_000 });
+    // Operations that were running at the kill are run again once their job locks lapse.
+    const status = await waitFor(async () => {
+      const r = await req('GET', `/api/v1/lockdowns/${started.body.id}`, tokens.cro);
+      return r.body.perLockSystem.iloq.accepted === 10 ? r : undefined;
+    }, { what: 'every revocation accepted in the record', timeoutMs: 20_000 });
+    expect(status.body).toMatchObject({ state: 'active', perLockSystem: { iloq: { targeted: 10, accepted: 10, failed: 0, pending: 0 } } });
     child!.kill('SIGTERM');
     await new Promise((r) => child!.once('exit', r));
     child = undefined;

@@ -95,11 +95,83 @@ describe('emergency lockdown', () => {
     expect(lift.detail).toMatchObject({ requestedBy: 'admin:cro', confirmedBy: 'admin:cro-deputy' });
   });
 
+  it('a lock system failing mid-lockdown recovers and every revocation still lands', async () => {
+    const { ids } = await setup();
+    s.sim.setFaults({ unavailableForMs: 1200, retryAfterSeconds: null });
+    const started = await s.admin('POST', '/lockdowns', { scope: { all: true }, reason: 'Lock system flapping during an incident' }, s.croToken);
+    await waitFor(() => ids.every((p) => s.keyAccess(p)[0]!.length === 0), { what: 'revocations after the outage', timeoutMs: 20_000 });
+    const progress = (await s.admin('GET', `/lockdowns/${started.body.id}`)).body;
+    expect(progress.perLockSystem.iloq).toMatchObject({ accepted: 5, failed: 0, pending: 0 });
+    const retries = (await s.admin('GET', '/audit?action=operation.retry&limit=1000')).body.items;
+    expect(retries.length).toBeGreaterThan(0);
+  });
+
   it('an expiry lifts it by itself', async () => {
     const { ids } = await setup();
     const started = await s.admin('POST', '/lockdowns', { scope: { all: true }, reason: 'Short drill, auto-expiring', expiresAt: new Date(Date.now() + 1500).toISOString() }, s.croToken);
     await waitFor(() => ids.every((p) => s.keyAccess(p)[0]!.length === 0), { what: 'revocations' });
     await waitFor(async () => (await s.admin('GET', `/lockdowns/${started.body.id}`)).body.state === 'expired', { what: 'expiry' });
     await waitFor(() => ids.every((p) => s.keyAccess(p)[0]?.includes('Control room')), { what: 'access restored after expiry' });
+  });
+});
+
+describe('lockdown from the command line, with a notification sink', () => {
+  let s: Stack;
+  afterEach(async () => s?.stop());
+
+  it('lockstep lockdown start|status|lift drives the API, shows progress and the sink is told', async () => {
+    const { createServer } = await import('node:http');
+    const { spawn } = await import('node:child_process');
+    const received: Array<{ event: string; auth: string | undefined }> = [];
+    const sink = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        received.push({ event: JSON.parse(body).event, auth: req.headers.authorization });
+        res.end('ok');
+      });
+    });
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+    const sinkUrl = `http://127.0.0.1:${(sink.address() as { port: number }).port}/hook`;
+    try {
+      s = await startStack({ config: { lockdown: { notify: { webhookUrl: sinkUrl, headers: { authorization: 'Bearer sink-secret' } } } } });
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) ids.push((await s.scim('POST', '/Users', newUser(`c${i}@example.com`))).body.id);
+      await s.scim('POST', '/Groups', newGroup('Control Room', ids));
+      await waitFor(() => ids.every((id) => s.keyAccess(id)[0]?.includes('Control room')), { what: 'grants' });
+
+      const cli = (args: string[]) =>
+        new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+          const p = spawn(process.execPath, [new URL('../../src/cli.ts', import.meta.url).pathname, 'lockdown', ...args, '--url', s.url], {
+            env: { ...process.env, LOCKSTEP_TOKEN: s.croToken },
+          });
+          let out = '';
+          let err = '';
+          p.stdout.on('data', (d) => (out += d));
+          p.stderr.on('data', (d) => (err += d));
+          p.on('exit', (code) => resolve({ code, out, err }));
+        });
+      expect((await cli(['start', '--all'])).code).toBe(2); // no reason
+      const start = await cli(['start', '--all', '--reason', 'Drill from the command line']);
+      expect(start.code).toBe(0);
+      expect(start.out).toMatch(/LOCKDOWN STARTED: ([0-9a-f-]{36})/);
+      expect(start.out).toMatch(/iloq\s+\[#{24}\] 100%\s+accepted 3\/3/);
+      const id = /LOCKDOWN STARTED: ([0-9a-f-]{36})/.exec(start.out)![1]!;
+      expect(ids.every((p) => s.keyAccess(p)[0]!.length === 0)).toBe(true);
+      expect((await cli(['status', id])).out).toContain(`lockdown ${id}  state: active`);
+      const lift = await cli(['lift', id]);
+      expect(lift.code).toBe(0);
+      expect(lift.out).toContain(`lockdown ${id} lifted`);
+      await waitFor(() => ids.every((p) => s.keyAccess(p)[0]?.includes('Control room')), { what: 'restored' });
+      await waitFor(() => received.length === 2, { what: 'both notifications' });
+      expect(received).toEqual([
+        { event: 'lockdown.started', auth: 'Bearer sink-secret' },
+        { event: 'lockdown.lifted', auth: 'Bearer sink-secret' },
+      ]);
+      const notified = (await s.admin('GET', '/audit?action=lockdown.notified')).body.items;
+      expect(notified.map((n: { detail: { outcome: string } }) => n.detail.outcome)).toEqual(['HTTP 200', 'HTTP 200']);
+    } finally {
+      sink.close();
+    }
   });
 });
