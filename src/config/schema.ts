@@ -193,6 +193,16 @@ export const ruleSchema = z
         // A rule that matches everyone must say so through a real condition, never by accident.
         message: 'a rule needs at least one condition: groups, roles, sources or a non-empty attributes map',
       }),
+    /**
+     * Time-bound access: the rule only grants until the date in `untilAttribute` (e.g.
+     * contractEndDate from the lockstep SCIM extension) and, with `maxDays`, for at most that many
+     * days after the person first appeared in lockstep. A missing or unreadable date grants nothing.
+     */
+    window: z
+      .object({ untilAttribute: z.string().min(1).optional(), maxDays: z.number().int().min(1).max(3650).optional() })
+      .strict()
+      .refine((w) => w.untilAttribute || w.maxDays, { message: 'a window needs untilAttribute, maxDays or both' })
+      .optional(),
     grant: z
       .array(
         z

@@ -9,9 +9,25 @@ import type { AccessMap, Identity } from './types.ts';
  * Matching is case-insensitive for group names, roles and attribute values, because IdPs do not
  * agree on case (Entra sends "Operations", an HR feed "OPERATIONS").
  */
-export function desiredAccess(identity: Identity | null, rules: readonly RuleConfig[]): AccessMap {
+/** What time-dependent rules need: the clock and when the person first appeared in lockstep. */
+export interface PolicyContext {
+  now: number;
+  createdAt?: number;
+}
+
+/**
+ * A person whose termination date has passed is a leaver, whatever the IdP's `active` says:
+ * HR's date is authoritative for physical access, and keys must not outlive the contract.
+ */
+export function isActive(identity: Identity | null, now: number): boolean {
+  if (!identity || !identity.active) return false;
+  const td = parseDate(identity.attributes.terminationDate);
+  return td === undefined || td > now;
+}
+
+export function desiredAccess(identity: Identity | null, rules: readonly RuleConfig[], ctx: PolicyContext = { now: Date.now() }): AccessMap {
   const out: AccessMap = new Map();
-  if (!identity || !identity.active) return out;
+  if (!identity || !isActive(identity, ctx.now)) return out;
   const groups = new Set<string>();
   for (const g of identity.groups) {
     groups.add(g.id.toLowerCase());
@@ -19,7 +35,7 @@ export function desiredAccess(identity: Identity | null, rules: readonly RuleCon
   }
   const roles = new Set(identity.roles.map((r) => r.toLowerCase()));
   for (const rule of rules) {
-    if (!matches(rule, identity, groups, roles)) continue;
+    if (!matches(rule, identity, groups, roles) || !withinWindow(rule, identity, ctx)) continue;
     for (const g of rule.grant) {
       let set = out.get(g.lockSystem);
       if (!set) out.set(g.lockSystem, (set = new Set()));
@@ -30,11 +46,50 @@ export function desiredAccess(identity: Identity | null, rules: readonly RuleCon
 }
 
 /** Which rules matched, for explaining a decision in the admin API and the audit log. */
-export function matchingRules(identity: Identity | null, rules: readonly RuleConfig[]): string[] {
-  if (!identity || !identity.active) return [];
+export function matchingRules(identity: Identity | null, rules: readonly RuleConfig[], ctx: PolicyContext = { now: Date.now() }): string[] {
+  if (!identity || !isActive(identity, ctx.now)) return [];
   const groups = new Set(identity.groups.flatMap((g) => [g.id.toLowerCase(), g.displayName.toLowerCase()]));
   const roles = new Set(identity.roles.map((r) => r.toLowerCase()));
-  return rules.filter((r) => matches(r, identity, groups, roles)).map((r) => r.name);
+  return rules.filter((r) => matches(r, identity, groups, roles) && withinWindow(r, identity, ctx)).map((r) => r.name);
+}
+
+/** End of a rule's window for this person, if it has one (epoch ms; may be past). */
+function windowEnd(rule: RuleConfig, identity: Identity, ctx: PolicyContext): number | undefined {
+  const w = rule.window;
+  if (!w) return undefined;
+  const ends: number[] = [];
+  if (w.untilAttribute) ends.push(parseDate(identity.attributes[w.untilAttribute]) ?? -Infinity);
+  if (w.maxDays) ends.push(ctx.createdAt === undefined ? -Infinity : ctx.createdAt + w.maxDays * 86_400_000);
+  return Math.min(...ends);
+}
+
+function withinWindow(rule: RuleConfig, identity: Identity, ctx: PolicyContext): boolean {
+  const end = windowEnd(rule, identity, ctx);
+  return end === undefined || ctx.now < end;
+}
+
+/**
+ * The next moment this person's desired access changes by the clock alone (a termination date,
+ * a rule's window ending), so the reconciler can be woken then even if no event ever comes.
+ */
+export function nextChange(identity: Identity | null, rules: readonly RuleConfig[], ctx: PolicyContext): number | undefined {
+  if (!identity || !identity.active) return undefined;
+  const times: number[] = [];
+  const td = parseDate(identity.attributes.terminationDate);
+  if (td !== undefined && td > ctx.now) times.push(td);
+  const groups = new Set(identity.groups.flatMap((g) => [g.id.toLowerCase(), g.displayName.toLowerCase()]));
+  const roles = new Set(identity.roles.map((r) => r.toLowerCase()));
+  for (const r of rules) {
+    const end = windowEnd(r, identity, ctx);
+    if (end !== undefined && end > ctx.now && matches(r, identity, groups, roles)) times.push(end);
+  }
+  return times.length ? Math.min(...times) : undefined;
+}
+
+function parseDate(v: string | undefined): number | undefined {
+  if (!v) return undefined;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? undefined : t;
 }
 
 function matches(rule: RuleConfig, identity: Identity, groups: Set<string>, roles: Set<string>): boolean {

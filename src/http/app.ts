@@ -8,6 +8,7 @@ import type { Store } from '../store/db.ts';
 import type { IdentityRepo } from '../store/identities.ts';
 import { adminRoutes } from './admin.ts';
 import { lockdownRoutes } from './lockdowns.ts';
+import { iloqHookRoutes } from './iloq-hooks.ts';
 import { authenticateAdmin, can } from './admin-auth.ts';
 import { problemFromFastifyError, sendProblem } from './problems.ts';
 import { scimRoutes } from './scim/index.ts';
@@ -84,6 +85,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (deps.probesOnly) return app as unknown as FastifyInstance;
   await app.register(adminRoutes, { prefix: '/api/v1', config, store, identities: deps.identities, reconciler: engine.reconciler });
   await app.register(lockdownRoutes, { prefix: '/api/v1', config, store, lockdowns: engine.lockdowns });
+  await app.register(iloqHookRoutes, { config, store, effectiveness: engine.effectiveness });
   const publicBaseUrl = config.server.publicBaseUrl ?? `http://${config.server.host}:${config.server.port}`;
   await app.register(scimRoutes, { prefix: '/scim/v2', identities: deps.identities, sources: config.sources, publicBaseUrl });
   return app as unknown as FastifyInstance;

@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import { appendAudit } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import { applyToState, plan } from '../domain/planner.ts';
-import { desiredAccess, managedAccess, matchingRules } from '../domain/policy.ts';
+import { desiredAccess, isActive, managedAccess, matchingRules, nextChange, type PolicyContext } from '../domain/policy.ts';
 import { applyLockdowns, type LockdownView } from '../domain/lockdown.ts';
 import { PRIORITY_LOCKDOWN } from '../lockdown/service.ts';
 import type { ActualState, PlannedOperation } from '../domain/types.ts';
@@ -86,10 +86,13 @@ export class Reconciler {
     const dirty = await db.selectFrom('dirty').select(['generation', 'correlation_id']).where('person_id', '=', personId).executeTakeFirst();
     const correlationId = dirty?.correlation_id ?? randomUUID();
     const identity = await this.identities.loadIdentity(personId);
-    const { access: desired, applied: lockdownsApplied } = applyLockdowns(desiredAccess(identity, this.cfg.policy.rules), identity, await this.lockdowns());
-    const desiredOut = Object.fromEntries([...desired].map(([k, v]) => [k, [...v].sort()]));
-    const rules = matchingRules(identity, this.cfg.policy.rules);
     const now = Date.now();
+    const created = identity ? await db.selectFrom('persons').select('created_at').where('id', '=', personId).executeTakeFirst() : undefined;
+    const ctx: PolicyContext = { now, ...(created ? { createdAt: Number(created.created_at) } : {}) };
+    const { access: desired, applied: lockdownsApplied } = applyLockdowns(desiredAccess(identity, this.cfg.policy.rules, ctx), identity, await this.lockdowns());
+    const desiredOut = Object.fromEntries([...desired].map(([k, v]) => [k, [...v].sort()]));
+    const rules = matchingRules(identity, this.cfg.policy.rules, ctx);
+    const wakeAt = nextChange(identity, this.cfg.policy.rules, ctx);
     let operations: PlannedOperation[] = [];
     let requeue = false;
 
@@ -110,7 +113,7 @@ export class Reconciler {
       for (const op of inflight)
         if (op.state === 'running' && this.systems.has(op.lock_system_id))
           actual.set(op.lock_system_id, applyToState(actual.get(op.lock_system_id), { kind: op.kind as PlannedOperation['kind'], access: JSON.parse(op.access) }));
-      operations = plan({ active: identity?.active ?? false, desired, actual, managed: this.managed })
+      operations = plan({ active: isActive(identity, now), desired, actual, managed: this.managed })
         .filter((o) => this.systems.has(o.lockSystemId))
         // Under lockdown, revocations jump every queue (BullMQ runs unprioritised jobs first).
         .map((o) => (lockdownsApplied.length && o.kind === 'revoke' ? { ...o, priority: PRIORITY_LOCKDOWN } : o));
@@ -162,7 +165,8 @@ export class Reconciler {
             personId,
             correlationId,
             detail: {
-              active: identity?.active ?? false,
+              active: isActive(identity, now),
+              wakeAt: wakeAt === undefined ? null : new Date(wakeAt).toISOString(),
               exists: identity !== null,
               rules,
               lockdowns: lockdownsApplied,
@@ -173,6 +177,14 @@ export class Reconciler {
           },
         ]);
       }
+      // The clock is an event source too: wake this person when a date in their record passes.
+      if (wakeAt !== undefined)
+        await trx
+          .insertInto('schedule')
+          .values({ person_id: personId, due_at: wakeAt, reason: 'termination date or access window' })
+          .onConflict((oc) => oc.column('person_id').doUpdateSet({ due_at: wakeAt }))
+          .execute();
+      else await trx.deleteFrom('schedule').where('person_id', '=', personId).execute();
       if (dirty) await trx.deleteFrom('dirty').where('person_id', '=', personId).where('generation', '=', dirty.generation).execute();
       const still = await trx.selectFrom('dirty').select('generation').where('person_id', '=', personId).executeTakeFirst();
       requeue = still !== undefined;

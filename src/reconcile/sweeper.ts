@@ -2,6 +2,8 @@ import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Queues } from '../queue/queues.ts';
 import type { Store } from '../store/db.ts';
+import { randomUUID } from 'node:crypto';
+import { markDirty, PRIORITY_LEAVER } from '../store/identities.ts';
 
 /**
  * The database is the source of truth and Redis may lose anything (flush, failover, a crash
@@ -38,6 +40,14 @@ export class Sweeper {
     const { store, queues, afterMs } = this.deps;
     const batch = this.deps.batch ?? 5000;
     const cutoff = Date.now() - afterMs;
+    // Dates that have passed (termination, end of an access window) wake their persons.
+    const due = await store.db.selectFrom('schedule').select(['person_id']).where('due_at', '<=', Date.now()).limit(batch).execute();
+    if (due.length)
+      await store.db.transaction().execute(async (trx) => {
+        const now = Date.now();
+        for (const d of due) await markDirty(trx, d.person_id, PRIORITY_LEAVER, 'a date in the record passed', now - afterMs, randomUUID());
+        await trx.deleteFrom('schedule').where('person_id', 'in', due.map((d) => d.person_id)).where('due_at', '<=', now).execute();
+      });
     const dirty = await store.db.selectFrom('dirty').select(['person_id', 'priority']).where('marked_at', '<=', cutoff).orderBy('priority').orderBy('marked_at').limit(batch).execute();
     await queues.enqueueReconcile(dirty.map((d) => ({ personId: d.person_id, priority: d.priority })));
     const ops = await store.db

@@ -257,6 +257,13 @@ export function migrations(dialect: Dialect): MigrationProvider {
           .execute();
       },
     },
+    '0007_correlation_index': {
+      /** Lockdown progress counts operations by correlation id; without an index that is a scan per poll. */
+      async up(db: Kysely<any>) {
+        await db.schema.createIndex('operations_correlation').on('operations').columns(['correlation_id', 'kind']).execute();
+        await db.schema.createIndex('tasks_correlation').on('tasks').column('correlation_id').execute();
+      },
+    },
   };
   return { getMigrations: async () => list };
 }

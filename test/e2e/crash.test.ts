@@ -95,7 +95,7 @@ describe('crash safety', () => {
     child!.kill('SIGTERM');
     await new Promise((r) => child!.once('exit', r));
     child = undefined;
-  }, 90_000);
+  }, 180_000);
 
   it('killed in the middle of a lockdown, lockstep resumes it after restart', async () => {
     sim = await startIloqSimulator({ port: 0, host: '127.0.0.1', seed: 'demo' });
@@ -137,15 +137,15 @@ describe('crash safety', () => {
     expect(ids.every((id) => access(id)[0]?.length === 0)).toBe(false);
     sim.setFaults({ latencyMs: 0 });
     await start();
-    await waitFor(() => ids.every((id) => access(id)[0]?.length === 0), { what: 'every revocation after restart', timeoutMs: 30_000 });
+    await waitFor(() => ids.every((id) => access(id)[0]?.length === 0), { what: 'every revocation after restart', timeoutMs: 60_000 });
     // Operations that were running at the kill are run again once their job locks lapse.
     const status = await waitFor(async () => {
       const r = await req('GET', `/api/v1/lockdowns/${started.body.id}`, tokens.cro);
       return r.body.perLockSystem.iloq.accepted === 10 ? r : undefined;
-    }, { what: 'every revocation accepted in the record', timeoutMs: 20_000 });
-    expect(status.body).toMatchObject({ state: 'active', perLockSystem: { iloq: { targeted: 10, accepted: 10, failed: 0, pending: 0 } } });
+    }, { what: 'every revocation accepted in the record', timeoutMs: 60_000 });
+    expect(status!.body).toMatchObject({ state: "active", perLockSystem: { iloq: { targeted: 10, accepted: 10, failed: 0, pending: 0 } } });
     child!.kill('SIGTERM');
     await new Promise((r) => child!.once('exit', r));
     child = undefined;
-  }, 90_000);
+  }, 180_000);
 });

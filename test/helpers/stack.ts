@@ -73,7 +73,13 @@ export function stackConfig(
       {
         id: 'iloq',
         kind: 'iloq',
-        iloq: { serverUrl: sim.url, customerCode: sim.credentials.customerCode, userName: sim.credentials.userName, password: sim.credentials.password },
+        iloq: {
+          serverUrl: sim.url,
+          customerCode: sim.credentials.customerCode,
+          userName: sim.credentials.userName,
+          password: sim.credentials.password,
+          ...(extra.iloqWebhook ? { webhook: extra.iloqWebhook } : {}),
+        },
         apply: { concurrency: 8, retry: { attempts: 6, baseMs: 50, maxMs: 1000 }, requestTimeoutMs: 5000, ...(extra.apply as object) },
       },
     ],

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { RuleConfig } from '../../src/config/schema.ts';
-import { desiredAccess, managedAccess, matchingRules } from '../../src/domain/policy.ts';
+import { desiredAccess, managedAccess, matchingRules, nextChange } from '../../src/domain/policy.ts';
 import type { Identity } from '../../src/domain/types.ts';
 
 const rules: RuleConfig[] = [
@@ -54,5 +54,30 @@ describe('desiredAccess', () => {
 
   it('managedAccess lists every grantable name per lock system', () => {
     expect(flat(managedAccess(rules))).toEqual({ iloq: ['Control room', 'Main entrance', 'Server room', 'Substation A'], cliq: ['Yard'] });
+  });
+});
+
+describe('time: termination dates and access windows', () => {
+  const windowRules: RuleConfig[] = [
+    { name: 'contractors', when: { attributes: { employeeType: 'Contractor' } }, window: { untilAttribute: 'contractEndDate', maxDays: 30 }, grant: [{ lockSystem: 'iloq', access: ['Yard'] }] },
+    { name: 'all', when: { attributes: { site: 'Plant A' } }, grant: [{ lockSystem: 'iloq', access: ['Main entrance'] }] },
+  ];
+  const day = 86_400_000;
+  const now = Date.parse('2026-11-25T12:00:00Z');
+  const person = (attributes: Record<string, string>): Identity => ({ ...base, attributes: { site: 'Plant A', ...attributes } });
+  const cases: Array<[string, Record<string, string>, number | undefined, string[], number | undefined]> = [
+    ['no dates: permanent access, nothing scheduled', {}, now - 100 * day, ['Main entrance'], undefined],
+    ['termination date ahead: access until then, wake at it', { terminationDate: '2026-12-01T00:00:00Z' }, now - day, ['Main entrance'], Date.parse('2026-12-01T00:00:00Z')],
+    ['termination date passed: a leaver, whatever active says', { terminationDate: '2026-11-25T11:59:59Z' }, now - day, [], undefined],
+    ['contractor inside both bounds: wake at the earlier end', { employeeType: 'Contractor', contractEndDate: '2027-06-30' }, now - 10 * day, ['Main entrance', 'Yard'], now + 20 * day],
+    ['contractor past maxDays', { employeeType: 'Contractor', contractEndDate: '2027-06-30' }, now - 31 * day, ['Main entrance'], undefined],
+    ['contractor past contractEndDate', { employeeType: 'Contractor', contractEndDate: '2026-11-01' }, now - day, ['Main entrance'], undefined],
+    ['contractor without a contractEndDate gets nothing windowed (fail safe)', { employeeType: 'Contractor' }, now - day, ['Main entrance'], undefined],
+  ];
+  it.each(cases)('%s', (_n, attributes, createdAt, expected, wake) => {
+    const ctx = { now, ...(createdAt !== undefined ? { createdAt } : {}) };
+    const access = desiredAccess(person(attributes), windowRules, ctx);
+    expect([...(access.get('iloq') ?? [])].sort()).toEqual(expected);
+    expect(nextChange(person(attributes), windowRules, ctx)).toBe(wake);
   });
 });

@@ -1,0 +1,203 @@
+/**
+ * Lockdown benchmark: revoke-all of N keys (half on the iLOQ simulator, half on the CLIQ
+ * simulator, each answering after `--latency` ms), then the lift.
+ *
+ *   node bench/lockdown.ts [--keys 10000] [--latency 20] [--concurrency 64]
+ *
+ * Persons, their group memberships, lockstep's accepted state and the simulators' keys are
+ * seeded directly (the setup is not what is measured); lockstep then runs as a child process
+ * (`lockstep serve`, SQLite, real Redis). Reported:
+ *  - time from POST /api/v1/lockdowns until the first request reaches a lock system;
+ *  - time until every revocation is accepted, against the bound set by concurrency and
+ *    latency: ops × (calls per op) × latency ÷ concurrency, per lock system (the share is
+ *    bound ÷ measured; 100% would be a lock system saturated at the configured concurrency);
+ *  - the same for the lift; lockstep's CPU time per operation and peak RSS.
+ * Figures are appended to bench/RESULTS.md. A benchmark, not a test.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { startCliqSimulator } from '../adapters/locks/cliq/simulator.ts';
+import { startIloqSimulator } from '../adapters/locks/iloq/simulator.ts';
+import { sha256Hex } from '../src/http/admin-auth.ts';
+import { policyFingerprint } from '../src/reconcile/policy-change.ts';
+import { configSchema } from '../src/config/schema.ts';
+import { openStore } from '../src/store/db.ts';
+import { IdentityRepo } from '../src/store/identities.ts';
+
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const KEYS = arg('keys', 10_000);
+const LATENCY = arg('latency', 20);
+const CONCURRENCY = arg('concurrency', 64);
+const ROOT = new URL('../', import.meta.url).pathname;
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'lockstep-lockdown-bench-'));
+  const iloq = await startIloqSimulator({ port: 0, seed: 'demo', requestLogLimit: 100, programDelayMs: null });
+  const cliq = await startCliqSimulator({ port: 0, seed: 'demo', token: 'bench', requestLogLimit: 100, jobDelayMs: null });
+  const croToken = randomBytes(16).toString('hex');
+  const port = 20000 + Math.floor(Math.random() * 2000);
+  const prefix = `lbench${randomBytes(3).toString('hex')}`;
+  const raw = {
+    server: { host: '127.0.0.1', port },
+    store: { driver: 'sqlite', sqlite: { path: join(dir, 'lockstep.db') } },
+    redis: { url: REDIS_URL, prefix },
+    log: { level: 'warn' },
+    sources: [{ id: 'hr', idp: 'generic', scim: { tokenSha256: sha256Hex(randomBytes(8).toString('hex')) } }],
+    lockSystems: [
+      { id: 'iloq', kind: 'iloq', iloq: { serverUrl: iloq.url, customerCode: 'DEMO', userName: 'lockstep', password: 'lockstep-sim' }, apply: { concurrency: CONCURRENCY } },
+      { id: 'cliq', kind: 'cliq', cliq: { baseUrl: cliq.url, domainId: cliq.domainId, bearerToken: 'bench' }, apply: { concurrency: CONCURRENCY } },
+    ],
+    policy: {
+      rules: [
+        { name: 'iloq-staff', when: { groups: ['iLOQ staff'] }, grant: [{ lockSystem: 'iloq', access: ['Main entrance'] }] },
+        { name: 'cliq-staff', when: { groups: ['CLIQ staff'] }, grant: [{ lockSystem: 'cliq', access: ['Main entrance'] }] },
+      ],
+    },
+    admin: { tokens: [{ name: 'cro', role: 'cro', sha256: sha256Hex(croToken) }] },
+    reconcile: { concurrency: 64, effectiveCheckIntervalMs: 3_600_000 },
+  };
+  const config = configSchema.parse(raw);
+
+  // Seed: identities, memberships, accepted state, and matching keys in the simulators.
+  const t0 = Date.now();
+  const store = openStore(config.store);
+  await store.migrate();
+  const repo = new IdentityRepo(store);
+  const ctx = { actor: 'bench', correlationId: randomUUID() };
+  const half = KEYS / 2;
+  const ids: Record<'iloq' | 'cliq', string[]> = { iloq: [], cliq: [] };
+  for (const ls of ['iloq', 'cliq'] as const)
+    for (let i = 0; i < half; i++) {
+      const u = await repo.createUser('hr', { userName: `${ls}${i}@example.com`, active: true, profile: { roles: [], attributes: {} }, resource: {} }, ctx);
+      ids[ls].push(u.id);
+    }
+  await repo.createGroup('hr', { displayName: 'iLOQ staff', resource: {} }, ids.iloq, ctx);
+  await repo.createGroup('hr', { displayName: 'CLIQ staff', resource: {} }, ids.cliq, ctx);
+  await store.db.deleteFrom('dirty').execute();
+  for (const ls of ['iloq', 'cliq'] as const)
+    for (let i = 0; i < half; i += 500)
+      await store.db
+        .insertInto('lock_state')
+        .values(ids[ls].slice(i, i + 500).map((p) => ({ lock_system_id: ls, person_id: p, access: '["Main entrance"]', departed: 0, remote_person_id: null, updated_at: Date.now() })))
+        .execute();
+  await store.db.insertInto('meta').values({ key: 'policy_fingerprint', value: policyFingerprint(config) }).execute();
+  await store.close();
+  for (const p of ids.iloq) {
+    iloq.addPerson({ ExternalPersonId: p, FirstName: 'Bench', LastName: p.slice(0, 8) });
+    iloq.addKey({ person: p, access: ['Main entrance'] });
+  }
+  for (const p of ids.cliq) {
+    cliq.seedPerson({ externalId: p });
+    cliq.seedKey({ holder: p, type: 'dynamic', access: ['Main entrance'] });
+  }
+  console.log(`seeded ${KEYS} persons and keys in ${Date.now() - t0} ms`);
+
+  const cfgFile = join(dir, 'lockstep.json');
+  writeFileSync(cfgFile, JSON.stringify(raw));
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
+  const child = spawn(process.execPath, [...prof, join(ROOT, 'src/cli.ts'), 'serve', '--config', cfgFile], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (await fetch(`${base}/healthz`).then((r) => r.ok, () => false)) break;
+    if (i > 300) throw new Error('lockstep did not start');
+    await sleep(100);
+  }
+  iloq.setFaults({ latencyMs: LATENCY });
+  cliq.setFaults({ latencyMs: LATENCY });
+  const api = (method: string, path: string, body?: unknown) =>
+    fetch(`${base}/api/v1${path}`, { method, headers: { authorization: `Bearer ${croToken}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) }).then(
+      async (r) => (await r.json()) as any,
+    );
+  const cpu = () => {
+    const f = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(' ');
+    return (Number(f[13]) + Number(f[14])) / 100;
+  };
+
+  const phase = async (name: string, action: () => Promise<any>, doneWhen: (f: any) => boolean) => {
+    const before = { iloq: iloq.requestTotal, cliq: cliq.requestTotal, cpu: cpu() };
+    let first: number | undefined;
+    const watchFirst = setInterval(() => {
+      if (first === undefined && (iloq.requestTotal > before.iloq || cliq.requestTotal > before.cliq)) first = performance.now();
+    }, 1);
+    const started = performance.now();
+    const id = (await action()).id as string;
+    let f: any;
+    for (;;) {
+      f = await api('GET', `/lockdowns/${id}`);
+      if (doneWhen(f)) break;
+      await sleep(100);
+    }
+    const elapsed = performance.now() - started;
+    clearInterval(watchFirst);
+    const calls = { iloq: iloq.requestTotal - before.iloq, cliq: cliq.requestTotal - before.cliq };
+    const opsEach = half;
+    const bound = Math.max(...(['iloq', 'cliq'] as const).map((ls) => (calls[ls] * LATENCY) / CONCURRENCY));
+    const cpuSeconds = cpu() - before.cpu;
+    const r = {
+      name,
+      id,
+      firstRequestMs: first === undefined ? NaN : first - started,
+      elapsedMs: elapsed,
+      boundMs: bound,
+      share: bound / elapsed,
+      callsPerOp: { iloq: calls.iloq / opsEach, cliq: calls.cliq / opsEach },
+      cpuMsPerOp: (cpuSeconds * 1000) / KEYS,
+      figures: f.perLockSystem,
+    };
+    console.log(JSON.stringify(r));
+    return r;
+  };
+
+  const start = await phase(
+    'revoke-all',
+    () => api('POST', '/lockdowns', { scope: { all: true }, reason: 'Benchmark: revoke all keys' }),
+    (f) => Object.values(f.perLockSystem as Record<string, { accepted: number; failed: number; targeted: number }>).every((c) => c.accepted + c.failed >= c.targeted),
+  );
+  const lift = await phase(
+    'lift',
+    () => api('POST', `/lockdowns/${start.id}/lift`, {}).then(() => ({ id: start.id })),
+    (f) => f.lift && ['iloq', 'cliq'].every((ls) => (f.lift.perLockSystem[ls]?.accepted ?? 0) + (f.lift.perLockSystem[ls]?.failed ?? 0) >= half),
+  );
+  const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+  await new Promise((r) => {
+    child.once('exit', r);
+    child.kill('SIGTERM');
+  });
+  await iloq.close();
+  await cliq.close();
+  const r = new Redis(REDIS_URL);
+  for await (const b of r.scanStream({ match: `${prefix}:*`, count: 1000 })) if ((b as string[]).length) await r.del(...(b as string[]));
+  await r.quit();
+  rmSync(dir, { recursive: true, force: true });
+
+  const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+  const row = (p: typeof start) =>
+    `| ${p.name} | ${p.firstRequestMs.toFixed(0)} ms | ${(p.elapsedMs / 1000).toFixed(1)} s | ${(p.boundMs / 1000).toFixed(1)} s | ${pct(p.share)} | ${p.callsPerOp.iloq.toFixed(1)} / ${p.callsPerOp.cliq.toFixed(1)} | ${p.cpuMsPerOp.toFixed(2)} ms |`;
+  const text = [
+    `### ${new Date().toISOString()} — lockdown (node bench/lockdown.ts)`,
+    '',
+    `Machine: ${cpus()[0]?.model ?? '?'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; SQLite store; ${KEYS} keys (${half} iLOQ + ${half} CLIQ), ${LATENCY} ms per simulator call, apply concurrency ${CONCURRENCY} per lock system; simulators in the benchmark process. Peak RSS of lockstep ${hwm.toFixed(0)} MB.`,
+    '',
+    '| phase | first request | all accepted | bound (calls × latency ÷ concurrency) | share of bound (target ≥ 80%) | calls per op iLOQ / CLIQ | lockstep CPU per op |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    row(start),
+    row(lift),
+    '',
+  ].join('\n');
+  appendFileSync(join(ROOT, 'bench/RESULTS.md'), `${text}\n`);
+  console.log(text);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
