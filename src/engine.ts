@@ -10,6 +10,7 @@ import { Applier, RetryableApplyError } from './reconcile/applier.ts';
 import { Reconciler } from './reconcile/reconciler.ts';
 import { Sweeper } from './reconcile/sweeper.ts';
 import { EffectivenessWatcher } from './reconcile/effectiveness.ts';
+import { OverdueBlocklister } from './reconcile/overdue.ts';
 import { LockdownService } from './lockdown/service.ts';
 import type { Store } from './store/db.ts';
 import type { IdentityRepo } from './store/identities.ts';
@@ -25,6 +26,8 @@ export class Engine {
   readonly applier: Applier;
   readonly sweeper: Sweeper;
   readonly effectiveness: EffectivenessWatcher;
+  /** Keys not returned by the deadline → blocklist (lockSystems[].tasks.blocklistOverdue). */
+  readonly overdue: OverdueBlocklister;
   readonly lockdowns: LockdownService;
   private expiryTimer: NodeJS.Timeout | undefined;
   readonly redis: Redis;
@@ -52,6 +55,7 @@ export class Engine {
       afterMs: deps.config.reconcile.sweepAfterMs,
     });
     this.effectiveness = new EffectivenessWatcher({ store: deps.store, lockSystems: deps.lockSystems, log: deps.log, intervalMs: deps.config.reconcile.effectiveCheckIntervalMs });
+    this.overdue = new OverdueBlocklister({ store: deps.store, lockSystems: deps.lockSystems, log: deps.log, config: deps.config });
     // The commit already happened; if this enqueue is lost, the sweeper finds the dirty mark.
     deps.identities.onDirty((marks) => {
       this.queues.enqueueReconcile(marks).catch((err) => this.log.warn({ err: err.message }, 'enqueue reconcile failed; the sweeper will retry'));
@@ -66,6 +70,9 @@ export class Engine {
       prefix,
       concurrency: this.cfg.reconcile.concurrency,
       lockDuration,
+      // Work is idempotent and owned by the database: a job that stalls (its worker died or was
+      // starved) is simply run again, never failed for stalling.
+      maxStalledCount: 1000,
       stalledInterval: lockDuration,
       autorun: false,
     });
@@ -94,6 +101,7 @@ export class Engine {
           prefix,
           concurrency: ls.apply.concurrency,
           lockDuration,
+          maxStalledCount: 1000,
           stalledInterval: lockDuration,
           autorun: false,
           ...(ls.apply.rateLimit ? { limiter: { max: ls.apply.rateLimit.max, duration: ls.apply.rateLimit.durationMs } } : {}),
@@ -111,6 +119,7 @@ export class Engine {
     for (const w of this.workers) void w.run().catch((err) => this.log.error({ err: err.message }, 'worker stopped'));
     this.sweeper.start();
     this.effectiveness.start();
+    this.overdue.start();
     this.expiryTimer = setInterval(() => void this.lockdowns.expireDue().catch((err: Error) => this.log.warn({ err: err.message }, 'lockdown expiry check failed')), this.cfg.reconcile.sweepIntervalMs);
     this.expiryTimer.unref();
   }
@@ -151,6 +160,7 @@ export class Engine {
     clearInterval(this.expiryTimer);
     await this.sweeper.stop();
     await this.effectiveness.stop();
+    await this.overdue.stop();
     if (this.redis.status !== 'ready') this.redis.disconnect();
     const graceful = Promise.all(this.workers.map((w) => w.close()));
     let timer: NodeJS.Timeout | undefined;

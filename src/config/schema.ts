@@ -160,9 +160,19 @@ const lockSystemBase = {
     .object({
       /** Days a locksmith has to collect a leaver's key before the task is overdue. */
       collectDeadlineDays: z.number().int().min(0).max(365).default(14),
+      /**
+       * The same deadline in hours (decimals allowed, e.g. 0.5); when set, it replaces
+       * collectDeadlineDays. For sites that need hours, not days, and for drills.
+       */
+      collectDeadlineHours: z.number().min(0).max(365 * 24).optional(),
+      /**
+       * A key not collected by the deadline is reported lost (put on the lock system's
+       * blocklist) automatically, and the collect task is closed by `system:overdue`.
+       */
+      blocklistOverdue: z.boolean().default(false),
     })
     .strict()
-    .default({ collectDeadlineDays: 14 }),
+    .default({ collectDeadlineDays: 14, blocklistOverdue: false }),
   apply: applySchema.default({ concurrency: 16, retry: { attempts: 20, baseMs: 500, maxMs: 300_000 }, requestTimeoutMs: 15_000 }),
 };
 
@@ -352,6 +362,11 @@ export const configSchema = z
       }),
     );
     const systems = new Set(cfg.lockSystems.map((l) => l.id));
+    for (const [site, doors] of Object.entries(cfg.lockdown.sites))
+      doors.forEach((d, j) => {
+        if (!systems.has(d.lockSystem))
+          ctx.addIssue({ code: 'custom', path: ['lockdown', 'sites', site, j, 'lockSystem'], message: `unknown lock system "${d.lockSystem}" (configured: ${[...systems].join(', ') || 'none'})` });
+      });
     cfg.policy.rules.forEach((r, i) =>
       r.grant.forEach((g, j) => {
         if (!systems.has(g.lockSystem))

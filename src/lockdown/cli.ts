@@ -11,6 +11,7 @@ interface Figures {
   perLockSystem: Record<string, { targeted: number; accepted: number; effective: number; failed: number; pending: number }>;
   exposure: { keysNotYetEffective: number; unbounded: number; latestHorizon: string | null };
   tasks: number;
+  queuedPersons: number;
   lift: { perLockSystem: Record<string, { accepted: number; effective: number; failed: number; pending: number }> } | null;
 }
 
@@ -112,9 +113,11 @@ async function watch(url: string, token: string, id: string, out: NodeJS.WriteSt
   }
 }
 
+/** Done when nobody is left to plan and nothing planned is still on its way. */
 function done(f: Figures, phase: 'revoke' | 'lift'): boolean {
+  if (f.queuedPersons > 0) return false;
   if (phase === 'lift') return f.lift !== null && Object.values(f.lift.perLockSystem).every((c) => c.pending === 0);
-  return Object.values(f.perLockSystem).every((c) => c.accepted + c.failed >= c.targeted && c.pending === 0);
+  return Object.values(f.perLockSystem).every((c) => c.pending === 0);
 }
 
 export function render(f: Figures, phase: 'revoke' | 'lift'): string {

@@ -93,14 +93,29 @@ export class LockdownService {
       const running = await trx.selectFrom('lockdowns').selectAll().where('scope_key', '=', key).where('state', 'in', ['active', 'lift_requested']).executeTakeFirst();
       if (running) return { lockdown: running, created: false, persons: [] as string[] };
       const holders = await trx.selectFrom('lock_state').select(['person_id', 'lock_system_id', 'access']).where('access', '!=', '[]').execute();
+      // A grant already on its way to a lock system lands after this moment: its person must be
+      // re-planned too (the plan then revokes right after it), or the grant would slip through.
+      const inflight = await trx
+        .selectFrom('operations')
+        .select(['person_id', 'lock_system_id', 'access', 'state'])
+        .where('kind', 'in', ['grant', 'reinstate'])
+        .where('state', 'in', ['pending', 'running'])
+        .execute();
+      const breakGlass = await exemptByConfig(trx, this.cfg.lockdown.exemptions);
       const targets: Record<string, number> = {};
       const persons = new Set<string>();
-      for (const h of holders) {
-        const access = JSON.parse(h.access) as string[];
-        if (!access.some((a) => inScope(scope, h.lock_system_id, a))) continue;
-        targets[h.lock_system_id] = (targets[h.lock_system_id] ?? 0) + 1;
-        persons.add(h.person_id);
-      }
+      const counted = new Set<string>();
+      const consider = (person: string, ls: string, access: string[], target: boolean) => {
+        if (!access.some((a) => inScope(scope, ls, a)) && !(scope.all || scope.lockSystems?.includes(ls))) return;
+        persons.add(person);
+        // Progress counts what must be revoked: break-glass holders keep their access.
+        if (!target || breakGlass.has(person) || counted.has(`${ls}/${person}`)) return;
+        counted.add(`${ls}/${person}`);
+        targets[ls] = (targets[ls] ?? 0) + 1;
+      };
+      for (const h of holders) consider(h.person_id, h.lock_system_id, JSON.parse(h.access) as string[], true);
+      // Running grants will land and then be revoked; pending ones are superseded before they run.
+      for (const op of inflight) consider(op.person_id, op.lock_system_id, JSON.parse(op.access) as string[], op.state === 'running');
       const row: LockdownsTable = {
         id,
         scope: JSON.stringify(scope),
@@ -220,7 +235,7 @@ export class LockdownService {
       select person_id, 1, ${PRIORITY_NORMAL}, ${now}, ${`lockdown ${l.id} ${state}`}, ${correlationId}
       from (select id as person_id from persons union select person_id from lock_state) as everyone
       where true
-      on conflict (person_id) do update set generation = dirty.generation + 1, correlation_id = excluded.correlation_id`.execute(trx);
+      on conflict (person_id) do update set generation = dirty.generation + 1, correlation_id = excluded.correlation_id, reason = excluded.reason`.execute(trx);
     await appendAudit(trx, this.store.dialect, [
       {
         actor: by,
@@ -296,6 +311,12 @@ export class LockdownService {
       .where('key_changes.effective_at', 'is', null)
       .executeTakeFirstOrThrow();
     const tasks = await db.selectFrom('tasks').select((eb) => eb.fn.countAll<number>().as('n')).where('correlation_id', '=', l.correlation_id).executeTakeFirstOrThrow();
+    // Persons marked for this lockdown (or its lift) but not yet planned: work still to come.
+    const queued = await db
+      .selectFrom('dirty')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('correlation_id', 'in', [l.correlation_id, l.lift_correlation_id ?? l.correlation_id])
+      .executeTakeFirstOrThrow();
     const restored = await count(l.lift_correlation_id, ['grant', 'reinstate']);
     const unbounded = Number(exposure.unbounded ?? 0);
     return {
@@ -306,6 +327,7 @@ export class LockdownService {
         latestHorizon: unbounded || exposure.latest === null ? null : new Date(Number(exposure.latest)).toISOString(),
       },
       tasks: Number(tasks.n),
+      queuedPersons: Number(queued.n),
       lift: l.lift_correlation_id ? { perLockSystem: restored } : null,
     };
   }
@@ -371,6 +393,14 @@ async function markAll(trx: Kysely<Database>, persons: string[], priority: numbe
       )
       .execute();
   }
+}
+
+/** Persons covered by the configured break-glass exemptions. */
+async function exemptByConfig(db: Kysely<Database>, ex: { persons: string[]; groups: string[] }): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const p of ex.persons) for (const id of await exemptedPersons(db, 'person', p)) out.add(id);
+  for (const g of ex.groups) for (const id of await exemptedPersons(db, 'group', g)) out.add(id);
+  return out;
 }
 
 /** Persons a new exemption concerns: by id or userName, or members of a group by id or name. */

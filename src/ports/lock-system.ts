@@ -19,6 +19,8 @@
  *   `outcome: 'absent'` — there is nothing to take away.
  * - only access in the adapter's managed catalogue is ever touched; access granted by hand
  *   in the lock system's own tool is left alone.
+ * - `reportLost` is idempotent: a key already on the blocklist answers `change: 'unchanged'`
+ *   (and orders whatever an earlier, interrupted attempt left unordered).
  */
 
 import type { OperationKind } from '../domain/types.ts';
@@ -42,6 +44,18 @@ export interface ApplyRequest {
   /** Access names (as configured in policy). */
   access: string[];
   person: PersonRef;
+}
+
+/** A key its holder did not return: put it on the lock system's blocklist (report it lost). */
+export interface ReportLostRequest {
+  /** lockstep's correlation id for this blocklisting (adapters may pass it on). */
+  operationId: string;
+  /** The key, as the lock system names it (KeyResult.keyId). */
+  keyId: string;
+  /** The holder, for descriptions and sanity checks. */
+  person: PersonRef;
+  /** Why, in words (kept by the lock system where it has a field for it). */
+  reason: string;
 }
 
 export interface KeyResult {
@@ -153,6 +167,15 @@ export interface LockSystem {
   apply(req: ApplyRequest): Promise<ApplyResult>;
   /** Programming state of the person's keys: has what was accepted become physically effective? */
   programmingState(externalId: string): Promise<KeyProgrammingState[]>;
+  /**
+   * Puts a key on the blocklist (iLOQ Blacklists; CLIQ report-lost), so that locks refuse it
+   * once the blocklist reaches them. Idempotent: a key already blocklisted is `unchanged`.
+   * The result may carry `jobId` (what carries the blocklist to the locks), `effective: false`
+   * until it has reached them (then `programmingState` reports the key effective), and a
+   * `task` of kind `blocklist_key` when people must visit cylinders or program locks for it to
+   * take effect. Throws LockSystemError like `apply` (permanent: the key cannot be blocklisted).
+   */
+  reportLost(req: ReportLostRequest): Promise<KeyResult>;
   /** Physical access events after `cursor` (oldest first), and the cursor to continue from. */
   readEvents(cursor: string | undefined, limit: number): Promise<{ events: AccessEvent[]; cursor: string | undefined }>;
 }

@@ -84,6 +84,24 @@ export class Queues {
     );
   }
 
+  /**
+   * A job id left in BullMQ's failed set (a job failed outside our processor, e.g. by stalling)
+   * would swallow every later add of the same id; remove such leftovers so the work can run.
+   */
+  async clearFailed(items: Array<{ lockSystemId?: string; personId: string }>): Promise<number> {
+    let cleared = 0;
+    for (const it of items) {
+      const q = it.lockSystemId ? this.apply.get(it.lockSystemId) : this.reconcile;
+      if (!q) continue;
+      const job = await q.getJob(it.lockSystemId ? applyJobId(it.personId) : reconcileJobId(it.personId));
+      if (job && (await job.isFailed())) {
+        await job.remove().catch(() => {});
+        cleared += 1;
+      }
+    }
+    return cleared;
+  }
+
   async counts(): Promise<Array<{ queue: string; counts: Record<string, number> }>> {
     const all = [this.reconcile as Queue, ...this.apply.values()];
     return Promise.all(all.map(async (q) => ({ queue: q.name, counts: await q.getJobCounts('wait', 'active', 'delayed', 'prioritized', 'failed') })));

@@ -12,6 +12,7 @@ import type { ApplyJob } from '../queue/queues.ts';
 import type { Store } from '../store/db.ts';
 import type { Database } from '../store/schema.ts';
 import type { IdentityRepo } from '../store/identities.ts';
+import { raiseTask, taskDeadlineMs } from './tasks.ts';
 
 /**
  * Runs one person's pending operations on one lock system, strictly in plan order. There is
@@ -70,7 +71,7 @@ export class Applier {
   private readonly collectDeadlineMs: Map<string, number>;
 
   constructor(deps: { store: Store; identities: IdentityRepo; lockSystems: Map<string, LockSystem>; log: Logger; metrics?: Metrics; config: Config }) {
-    this.collectDeadlineMs = new Map(deps.config.lockSystems.map((l) => [l.id, l.tasks.collectDeadlineDays * 86_400_000]));
+    this.collectDeadlineMs = new Map(deps.config.lockSystems.map((l) => [l.id, taskDeadlineMs(l.tasks)]));
     this.store = deps.store;
     this.identities = deps.identities;
     this.systems = deps.lockSystems;
@@ -229,31 +230,18 @@ export class Applier {
     const entries: AuditEntry[] = [];
     for (const k of result.keys) {
       if (!k.task) continue;
-      const open = await trx
-        .selectFrom('tasks')
-        .select('id')
-        .where('lock_system_id', '=', lockSystemId)
-        .where('person_id', '=', personId)
-        .where('key_id', '=', k.keyId)
-        .where('kind', '=', k.task.kind)
-        .where('done_at', 'is', null)
-        .executeTakeFirst();
-      if (open) continue;
-      const id = randomUUID();
-      const deadline = now + (this.collectDeadlineMs.get(lockSystemId) ?? 14 * 86_400_000);
-      const reason = `${op.kind} of ${personId} on ${lockSystemId}`;
-      await trx
-        .insertInto('tasks')
-        .values({ id, lock_system_id: lockSystemId, person_id: personId, key_id: k.keyId, kind: k.task.kind, description: k.task.description, reason, correlation_id: op.correlation_id, created_at: now, deadline, done_at: null, done_by: null, note: null })
-        .execute();
-      entries.push({
-        actor: `system:apply:${lockSystemId}`,
-        action: 'task.raised',
-        subject: `task:${id}`,
+      const entry = await raiseTask(trx, {
+        lockSystemId,
         personId,
+        keyId: k.keyId,
+        task: k.task,
+        reason: `${op.kind} of ${personId} on ${lockSystemId}`,
         correlationId: op.correlation_id,
-        detail: { kind: k.task.kind, keyId: k.keyId, description: k.task.description, deadline: new Date(deadline).toISOString() },
+        actor: `system:apply:${lockSystemId}`,
+        now,
+        deadlineMs: this.collectDeadlineMs.get(lockSystemId) ?? taskDeadlineMs(undefined),
       });
+      if (entry) entries.push(entry);
     }
     return entries;
   }

@@ -49,6 +49,7 @@ export class Sweeper {
         await trx.deleteFrom('schedule').where('person_id', 'in', due.map((d) => d.person_id)).where('due_at', '<=', now).execute();
       });
     const dirty = await store.db.selectFrom('dirty').select(['person_id', 'priority']).where('marked_at', '<=', cutoff).orderBy('priority').orderBy('marked_at').limit(batch).execute();
+    await queues.clearFailed(dirty.map((d) => ({ personId: d.person_id })));
     await queues.enqueueReconcile(dirty.map((d) => ({ personId: d.person_id, priority: d.priority })));
     const ops = await store.db
       .selectFrom('operations')
@@ -58,6 +59,7 @@ export class Sweeper {
       .groupBy(['lock_system_id', 'person_id'])
       .limit(batch)
       .execute();
+    await queues.clearFailed(ops.map((o) => ({ lockSystemId: o.lock_system_id, personId: o.person_id })));
     await queues.enqueueApply(ops.map((o) => ({ lockSystemId: o.lock_system_id, personId: o.person_id, priority: Number(o.priority) })));
     if (dirty.length) this.deps.metrics?.sweptJobs.inc({ queue: 'reconcile' }, dirty.length);
     if (ops.length) this.deps.metrics?.sweptJobs.inc({ queue: 'apply' }, ops.length);

@@ -41,6 +41,16 @@ function wrap(db: Kysely<Database>, dialect: Dialect): Store {
     db,
     dialect,
     async migrate() {
+      // Fast path: everything applied already. Kysely's migrator introspects every table of
+      // every schema before it looks, which is slow on a big database and can trip over a
+      // schema another tenant drops at that moment.
+      const provider = migrations(dialect);
+      const wanted = Object.keys(await provider.getMigrations());
+      const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(db).then(
+        (r) => new Set(r.rows.map((x) => x.name)),
+        () => undefined,
+      );
+      if (applied && wanted.every((n) => applied.has(n))) return [];
       // Kysely looks for its bookkeeping tables by name across schemas; pin it to ours so that
       // several lockstep schemas in one PostgreSQL database do not see each other's.
       const schema = dialect === 'postgres' ? ((await sql<{ s: string }>`select current_schema() as s`.execute(db)).rows[0]?.s ?? undefined) : undefined;

@@ -42,6 +42,10 @@ runLockSystemConformance('CLIQ (mTLS + bearer)', async () => {
       const normal = sim.seedKey({ holder: ext, type: 'normal' });
       return { noTaskKeyId: dynamic.serial, taskKeyId: normal.serial };
     },
+    blocklisted: (serial) => sim.state.requireKey(serial).blocked,
+    deliverBlocklist: () => {
+      sim.visitCylinders();
+    },
     injectEvent: (serial, lockId, result) => {
       sim.addEvent({ serial, cylinderId: lockId, result });
     },

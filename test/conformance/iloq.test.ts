@@ -44,6 +44,10 @@ runLockSystemConformance('iLOQ', async () => {
       const physical = sim.addKey({ person: ext, access: ['Main entrance'] });
       return { noTaskKeyId: phone.FNKey_ID, taskKeyId: physical.FNKey_ID };
     },
+    blocklisted: (keyId) => sim.state.record(keyId).blocklisted,
+    deliverBlocklist: () => {
+      sim.deliverBlocklist();
+    },
     injectEvent: (keyId, lockId, result) => {
       sim.addLockLog({ FNKey_ID: keyId, FLock_ID: lockId, AccessTypeMask: result === 'granted' ? 2052 : 2049 });
     },

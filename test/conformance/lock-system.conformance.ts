@@ -12,7 +12,9 @@
  * - access the API may not change is left alone (skipped with a reason where the adapter says so);
  * - leave empties managed access and asks for a person's work (collect_key) where needed;
  * - programmingState is not effective until the simulator programs the key, then effective;
- * - readEvents returns events oldest first and continues from its cursor.
+ * - readEvents returns events oldest first and continues from its cursor;
+ * - reportLost blocklists a key, is idempotent (unchanged, same job), is effective once the
+ *   blocklist reaches the locks, and refuses a key the person does not hold.
  */
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -47,6 +49,10 @@ export interface ConformanceRig {
   unmanagedIntact(keyId: string): boolean;
   /** A known person with access[0] on a key needing no manual task at leave and on one that does. */
   seedLeaver(externalId: string): { noTaskKeyId: string; taskKeyId: string };
+  /** The key is on the lock system's blocklist. */
+  blocklisted(keyId: string): boolean;
+  /** The blocklist reaches every lock/cylinder concerned. */
+  deliverBlocklist(): void;
   /** An access event of a key at a lock arrives at the lock system now. */
   injectEvent(keyId: string, lockId: string, result: 'granted' | 'denied'): void;
   close(): Promise<void>;
@@ -265,6 +271,41 @@ export function runLockSystemConformance(name: string, makeRig: () => Promise<Co
       const third = await r.lock.readEvents(idle.cursor, 10);
       expect(third.events.map((e) => e.lockId)).toEqual(['lock-3']);
       expect(new Set([first, second, third].flatMap((p) => p.events.map((e) => e.id))).size).toBe(3);
+    });
+    it('reportLost: blocklists a key, is idempotent, and is effective once the blocklist reaches the locks', async () => {
+      const [a] = r.access;
+      const { taskKeyId } = r.seedLeaver('c-lost');
+      await r.lock.apply(request('leave', 'c-lost', [a]));
+      const person = request('leave', 'c-lost', []).person;
+      const lost = (n: number) => r.lock.reportLost({ operationId: `lost-${n}`, keyId: taskKeyId, person, reason: 'not returned by the deadline' });
+      expect(r.blocklisted(taskKeyId)).toBe(false);
+
+      const first = await lost(1);
+      expect(first).toMatchObject({ keyId: taskKeyId, change: 'changed', effective: false, jobId: expect.any(String) });
+      if (first.task) expect(first.task).toEqual({ kind: 'blocklist_key', description: expect.stringMatching(/.{20,}/) });
+      expect(r.blocklisted(taskKeyId)).toBe(true);
+      const waiting = (await r.lock.programmingState('c-lost')).find((k) => k.keyId === taskKeyId);
+      expect(waiting?.effective).toBe(false);
+
+      const again = await lost(2);
+      expect(again).toMatchObject({ keyId: taskKeyId, change: 'unchanged', effective: false, jobId: first.jobId });
+      expect(r.blocklisted(taskKeyId)).toBe(true);
+
+      r.deliverBlocklist();
+      const state = (await r.lock.programmingState('c-lost')).find((k) => k.keyId === taskKeyId);
+      expect(state?.effective).toBe(true);
+      const done = await lost(3);
+      expect(done).toMatchObject({ change: 'unchanged', effective: true });
+      expect(done.task).toBeUndefined();
+    });
+
+    it('reportLost refuses a key the person does not hold', async () => {
+      const { taskKeyId } = r.seedLeaver('c-holder');
+      r.seedPersonWithAccess('c-other', [r.access[0]]);
+      const person = request('leave', 'c-other', []).person;
+      const err = await rejection(r.lock.reportLost({ operationId: 'lost-x', keyId: taskKeyId, person, reason: 'wrong person' }));
+      expect(err.kind).toBe('permanent');
+      expect(r.blocklisted(taskKeyId)).toBe(false);
     });
   });
 }

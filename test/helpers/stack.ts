@@ -12,7 +12,10 @@ export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 export interface StackOptions {
   backend?: Backend;
   sim?: IloqSimulatorOptions;
-  /** Partial config merged over the defaults below (shallow per section). */
+  /**
+   * Partial config merged over the defaults below (shallow per section). Also: `rules`,
+   * `iloqWebhook`, `iloqTasks` (the iLOQ lock system's `tasks` section), `lockdown`.
+   */
   config?: Record<string, unknown>;
   /** Redis URL (e.g. another db index for tests that flush). */
   redisUrl?: string;
@@ -39,7 +42,8 @@ export interface Stack {
 }
 
 export async function waitFor<T>(fn: () => Promise<T> | T, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<T> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
+  // Generous: CI machines are small and busy; a test that truly hangs still fails.
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
   let last: unknown;
   for (;;) {
     try {
@@ -81,6 +85,7 @@ export function stackConfig(
           ...(extra.iloqWebhook ? { webhook: extra.iloqWebhook } : {}),
         },
         apply: { concurrency: 8, retry: { attempts: 6, baseMs: 50, maxMs: 1000 }, requestTimeoutMs: 5000, ...(extra.apply as object) },
+        ...(extra.iloqTasks ? { tasks: extra.iloqTasks } : {}),
       },
     ],
     policy: {

@@ -9,6 +9,7 @@ import { openStore, type Store } from '../../src/store/db.ts';
 export const TEST_PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 export type Backend = 'sqlite' | 'postgres';
+const SCHEMA_LOCK = 7_345_001;
 export const BACKENDS: Backend[] = ['sqlite', 'postgres'];
 
 export interface TestStore {
@@ -41,11 +42,21 @@ export async function freshStore(backend: Backend): Promise<TestStore> {
   const admin = new pg.Client({ connectionString: TEST_PG_URL });
   await admin.connect();
   await admin.query(`create schema ${schema}`);
-  await admin.end();
-  const url = `${TEST_PG_URL}${TEST_PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
+  // No parallel query: a parallel worker resolving catalog names can trip over another test's
+  // schema being dropped at that moment ("schema ... does not exist" in 'parallel worker').
+  const url = `${TEST_PG_URL}${TEST_PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema} -c max_parallel_workers_per_gather=0`)}`;
   const storeConfig = { driver: 'postgres' as const, sqlite: { path: './data/unused.db' }, postgres: { url, poolSize: 5 } };
   const store = openStore(storeConfig);
-  await store.migrate();
+  // Kysely's migrator introspects every schema in the database; a schema dropped by another
+  // test file at that moment makes it fail ("schema ... does not exist"). Migrations and drops
+  // of test schemas therefore take turns under one advisory lock.
+  await admin.query('select pg_advisory_lock($1)', [SCHEMA_LOCK]);
+  try {
+    await store.migrate();
+  } finally {
+    await admin.query('select pg_advisory_unlock($1)', [SCHEMA_LOCK]);
+    await admin.end();
+  }
   return {
     store,
     storeConfig,
@@ -53,8 +64,13 @@ export async function freshStore(backend: Backend): Promise<TestStore> {
       await store.close();
       const c = new pg.Client({ connectionString: TEST_PG_URL });
       await c.connect();
-      await c.query(`drop schema ${schema} cascade`);
-      await c.end();
+      await c.query('select pg_advisory_lock($1)', [SCHEMA_LOCK]);
+      try {
+        await c.query(`drop schema ${schema} cascade`);
+      } finally {
+        await c.query('select pg_advisory_unlock($1)', [SCHEMA_LOCK]);
+        await c.end();
+      }
     },
   };
 }

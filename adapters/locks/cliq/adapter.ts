@@ -41,6 +41,7 @@ import {
   type LockSystem,
   type ManualTaskRequest,
   type PersonRef,
+  type ReportLostRequest,
 } from '../../../src/ports/lock-system.ts';
 import {
   CliqClient,
@@ -191,16 +192,57 @@ export class CliqLockSystem implements LockSystem {
     const now = new Date();
     return Promise.all(
       keys.map(async (k) => {
-        const horizon = keyHorizon(k, knownOnKey(k, await pending.of(k)), now);
+        const known = knownOnKey(k, await pending.of(k));
+        const horizon = keyHorizon(k, known, now);
         return {
           keyId: k.serial,
-          effective: k.pendingJobs === 0,
+          // Blocked in every cylinder concerned: whatever else waits for the key no longer matters.
+          effective: k.pendingJobs === 0 || known.blocklisted,
           pendingJobs: k.pendingJobs,
           ...(horizon ? { horizon: horizon.toISOString() } : {}),
           ...(k.lastUpdatedAt ? { lastUpdatedAt: k.lastUpdatedAt } : {}),
         };
       }),
     );
+  }
+
+  /**
+   * Report lost: POST /keys/{serial}/report-lost blocks the key and creates a `blocklist` job
+   * that is done only once every cylinder concerned has been updated; idempotent (a blocked key
+   * answers its existing job, and the result is `unchanged`). A key that now has another holder
+   * (or none) is refused (permanent). While the job is pending, a `blocklist_key` task asks for the
+   * cylinders to be visited: CWM keeps a normal key's access in the cylinders, so the access
+   * profiles the key still lists (dynamic keys) name them where possible.
+   */
+  async reportLost(req: ReportLostRequest): Promise<KeyResult> {
+    this.log.debug({ operationId: req.operationId, keyId: req.keyId, personId: req.person.personId }, 'cliq report lost');
+    const key = await this.client.key(req.keyId);
+    if (!key) throw new LockSystemError('permanent', `CLIQ key ${req.keyId} not found`);
+    // A key handed back and given to someone else meanwhile must not be blocked on the leaver's account.
+    if (key.holderExternalId !== req.person.externalId)
+      throw new LockSystemError('permanent', `CLIQ key ${key.serial} is not held by ${req.person.externalId} (holder: ${key.holderExternalId ?? 'none'}): not reported lost`);
+    const { key: k, job } = await this.client.reportLost(key.serial, req.reason);
+    if (!key.blocked) this.log.info({ keyId: key.serial, job: job?.id, reason: req.reason }, 'cliq key reported lost');
+    const effective = job ? job.state === 'done' : k.blocked && k.pendingJobs === 0;
+    const res: KeyResult = {
+      keyId: k.serial,
+      change: key.blocked ? 'unchanged' : 'changed',
+      programmingOrdered: true,
+      effective,
+      ...(job ? { jobId: job.id } : {}),
+    };
+    if (!effective) {
+      const cat = await this.loadCatalogue(false);
+      const profiles = k.accessProfileIds.map((id) => cat.byId.get(id)?.name ?? id);
+      const where = profiles.length
+        ? `the cylinders of access profile${profiles.length > 1 ? 's' : ''} ${profiles.map((n) => `"${n}"`).join(', ')}`
+        : `every cylinder this ${k.type} key could open (CWM keeps its access in the cylinders: see the key's authorisations in CLIQ Web Manager)`;
+      res.task = {
+        kind: 'blocklist_key',
+        description: `Update ${where} with a programming key so that they block CLIQ key ${k.serial} of ${req.person.externalId}, reported lost${job ? ` (blocklist job ${job.id})` : ''}: until a cylinder is updated, the key still opens it.`,
+      };
+    }
+    return res;
   }
 
   /**

@@ -58,12 +58,17 @@ import {
   type LockSystem,
   type ManualTaskRequest,
   type PersonRef,
+  type ReportLostRequest,
 } from '../../../src/ports/lock-system.ts';
 import { IloqClient, type IloqLogger } from './client.ts';
 import { LockGroupClock } from './time.ts';
 import {
+  BlacklistChangeType,
   CanAddResult,
   CanDeleteKeyResult,
+  CanOrderBlacklistResult,
+  canOrderBlacklistText,
+  type GetBlacklistsResult,
   CanDeleteResult,
   CanOrderResult,
   CanReturnResult,
@@ -239,6 +244,7 @@ export class IloqLockSystem implements LockSystem {
     const clock = await this.lockGroupClock();
     const keys = await this.keysOf(person.Person_ID);
     const now = new Date();
+    let blacklist: Promise<GetBlacklistsResult> | undefined;
     return Promise.all(
       keys.map(async (key) => {
         const kid = key.FNKey_ID;
@@ -249,8 +255,13 @@ export class IloqLockSystem implements LockSystem {
           this.timeLimits(kid, View.lastProgrammed),
         ]);
         const sameEnd = clock.normalise(endSlot(currentLimits)?.LimitDateLg) === clock.normalise(endSlot(programmedLimits)?.LimitDateLg);
-        const effective = sameIds(current, programmed) && sameEnd && key.ProgrammingState !== ProgrammingState.ordered;
-        const horizon = physicalBound(key, programmedLimits, clock, now);
+        let effective = sameIds(current, programmed) && sameEnd && key.ProgrammingState !== ProgrammingState.ordered;
+        let horizon = physicalBound(key, programmedLimits, clock, now);
+        // A key that never comes back to be programmed is stopped by the blocklist instead, once every lock has it.
+        if (!effective && blocklistDelivered(await (blacklist ??= this.blacklist()), kid)) {
+          effective = true;
+          horizon = now;
+        }
         return {
           keyId: kid,
           effective,
@@ -259,6 +270,55 @@ export class IloqLockSystem implements LockSystem {
         };
       }),
     );
+  }
+
+  /**
+   * Blocklists a key the holder did not return: GET Blacklists (already listed → nothing to
+   * add), CanAddKey → AddKey, then CanOrderS40Blacklist → OrderS40Blacklist (2, "no changes",
+   * means an earlier order already carries it). The key is checked to still belong to the
+   * person (a key handed to someone else meanwhile is not blocklisted). `jobId` names the
+   * blocklist version that carries the key; `effective` once every lock has that version
+   * (BlacklistPacket.ProgrammedVersion). When the blocklist cannot be ordered through the API
+   * (CanOrderS40Blacklist 1 or 3), a `blocklist_key` task asks for it to be ordered in iLOQ Manager.
+   */
+  async reportLost(req: ReportLostRequest): Promise<KeyResult> {
+    const kid = req.keyId;
+    this.log.debug({ operationId: req.operationId, keyId: kid, personId: req.person.personId }, 'iloq report lost');
+    const key = await this.client.get<Key | undefined>(`/api/v2/Keys/${enc(kid)}`);
+    if (!key) throw new LockSystemError('permanent', `iLOQ key ${kid} not found`);
+    const label = key.Stamp || key.ROM_ID || kid;
+    const holder = await this.findPerson(req.person.externalId);
+    // A key handed back and given to someone else meanwhile must not be blocklisted on the leaver's account.
+    if (!holder || !key.Person_ID || lc(key.Person_ID) !== lc(holder.Person_ID))
+      throw new LockSystemError('permanent', `iLOQ key ${label} is not held by ${req.person.externalId} (any more): not blocklisted`);
+    let change: KeyResult['change'] = 'unchanged';
+    if (!blocklistVersion(await this.blacklist(), kid)) {
+      const can = await this.client.get<unknown>(`/api/v2/Blacklists/CanAddKey/${enc(kid)}`);
+      if (!(can === true || String(can).toLowerCase() === 'true'))
+        throw new LockSystemError('permanent', `iLOQ key ${label} cannot be added to the blocklist (CanAddKey false: not an S50/5 Series key, or it has no access rights)`);
+      await this.client.post(`/api/v2/Blacklists/AddKey/${enc(kid)}`);
+      change = 'changed';
+      this.log.info({ keyId: kid, reason: req.reason }, 'iloq key added to the blocklist');
+    }
+    const canOrder = Number(await this.client.get('/api/v2/Blacklists/CanOrderS40Blacklist'));
+    let ordered = canOrder === CanOrderBlacklistResult.noChanges;
+    if (canOrder === CanOrderBlacklistResult.ok) {
+      await this.client.post('/api/v2/Blacklists/OrderS40Blacklist');
+      ordered = true;
+    }
+    const list = await this.blacklist();
+    const version = blocklistVersion(list, kid);
+    const effective = blocklistDelivered(list, kid);
+    const res: KeyResult = { keyId: kid, change, programmingOrdered: ordered, effective, ...(version ? { jobId: `blacklist-v${version}` } : {}) };
+    if (!ordered) {
+      const why = describeCode(canOrderBlacklistText, canOrder, 'CanOrderS40Blacklist');
+      res.reason = `blocklist not ordered: ${why}`;
+      res.task = {
+        kind: 'blocklist_key',
+        description: `Order the iLOQ blocklist with key ${label} of ${req.person.externalId} in iLOQ Manager (the API could not: ${why}), then make sure it reaches the locks (network modules, phone keys, or a visit with the programming key).`,
+      };
+    }
+    return res;
   }
 
   /**
@@ -629,6 +689,11 @@ export class IloqLockSystem implements LockSystem {
 
   // ---- reads and writes ------------------------------------------------------------------
 
+  private async blacklist(): Promise<GetBlacklistsResult> {
+    const r = await this.client.get<GetBlacklistsResult | undefined>('/api/v2/Blacklists');
+    return r ?? { BlacklistItems: [] };
+  }
+
   private async keyAccesses(keyId: string, mode: number): Promise<SecurityAccess[]> {
     const r = await this.client.get<GetKeySecurityAccessesResult | undefined>(`/api/v2/Keys/${enc(keyId)}/SecurityAccesses`, { mode });
     return r?.SecurityAccesses ?? [];
@@ -790,6 +855,24 @@ export class IloqLockSystem implements LockSystem {
     }
     return this.clock;
   }
+}
+
+/** The blocklist version that added the key (its latest change being an addition), if listed. */
+function blocklistVersion(list: GetBlacklistsResult, keyId: string): number | undefined {
+  let latest: { change: number; version: number } | undefined;
+  for (const i of list.BlacklistItems ?? []) {
+    if (lc(String(i.FNKey_ID)) !== lc(keyId)) continue;
+    const version = Number(i.BlacklistVersion);
+    if (!latest || version >= latest.version) latest = { change: Number(i.ChangeType), version };
+  }
+  return latest && latest.change === BlacklistChangeType.added ? latest.version : undefined;
+}
+
+/** Listed, and every lock has a blocklist version that includes it. */
+function blocklistDelivered(list: GetBlacklistsResult, keyId: string): boolean {
+  const version = blocklistVersion(list, keyId);
+  const programmed = list.BlacklistPacket?.ProgrammedVersion;
+  return version !== undefined && typeof programmed === 'number' && programmed >= version;
 }
 
 function lookup(cat: Catalogue, name: string): SecurityAccess[] | undefined {

@@ -17,6 +17,14 @@
  * - PUT …/Keys/{id}/SecurityAccesses refuses (400) any change to the set of non-API accesses,
  *   since "changes to Standard access require Manager and Token".
  * - Ids are GUID strings compared case-insensitively (stored lower-case).
+ * - Blocklist ("Blacklist"): CanAddKey is false for a key already listed, deleted/returned, not
+ *   S50/5 Series, or without access rights in either view (the physical key carries its last
+ *   programmed accesses, so a leaver's key emptied in the current view can still be listed).
+ *   AddKey lists the key (CanAdd 2, CanOrder 8, CanReturn 4, CanDelete 3 from then on) and
+ *   increments the blocklist version; CanOrderS40Blacklist is 0 while the version is newer than
+ *   the one ordered, else 2; OrderS40Blacklist orders the current version; the locks have it
+ *   once delivered (control call or `programDelayMs`). GET Blacklists answers `BlacklistItems`
+ *   and `BlacklistPacket {BlacklistVersion: ordered, ProgrammedVersion: delivered}`.
  */
 
 import { randomUUID } from 'node:crypto';
@@ -29,6 +37,10 @@ import {
   KeyTypeBit,
   ProgrammingState,
   SecurityAccessType,
+  BlacklistChangeType,
+  CanOrderBlacklistResult,
+  type BlacklistItem,
+  type GetBlacklistsResult,
   type LockLogData,
   type GetKeySecurityAccessesResult,
   type GetTimeLimitsResult,
@@ -105,6 +117,14 @@ export class SimState {
   maxAccessesPerKey = 64;
   /** Keys auto-issued to a person created through the API without keys. */
   autoIssueKeys = 1;
+  /** Blocklist changes, oldest first; the version increments on each change. */
+  readonly blacklistItems: BlacklistItem[] = [];
+  blacklistVersion = 0;
+  /** Version last ordered (OrderS40Blacklist) and version every lock has (delivered). */
+  blacklistOrderedVersion = 0;
+  blacklistProgrammedVersion = 0;
+  /** Forces the CanOrderS40Blacklist answer (tests: Manager + token needed ...). */
+  canOrderBlacklistOverride: number | undefined;
 
   clear(): void {
     this.lockGroups.length = 0;
@@ -116,6 +136,11 @@ export class SimState {
     this.accesses.clear();
     this.lockLogs.length = 0;
     this.romCounter = 1;
+    this.blacklistItems.length = 0;
+    this.blacklistVersion = 0;
+    this.blacklistOrderedVersion = 0;
+    this.blacklistProgrammedVersion = 0;
+    this.canOrderBlacklistOverride = undefined;
   }
 
   // ---- catalogue -------------------------------------------------------------------------
@@ -442,6 +467,48 @@ export class SimState {
     const can = this.canDeleteKey(keyId);
     if (can !== CanDeleteKeyResult.ok) throw new SimError(400, `Key cannot be deleted (CanDelete ${can})`);
     this.record(keyId).key.State = KeyState.deleted;
+  }
+
+  // ---- blocklist ---------------------------------------------------------------------------
+
+  canAddToBlacklist(keyId: string): boolean {
+    const r = this.record(keyId);
+    if (r.blocklisted || r.key.State === KeyState.deleted || r.key.State === KeyState.returned) return false;
+    if ((r.key.KeyTypeMask & (KeyTypeBit.fiveSeries | KeyTypeBit.s50)) === 0) return false;
+    return r.current.size > 0 || r.programmed.size > 0;
+  }
+
+  addToBlacklist(keyId: string): void {
+    if (!this.canAddToBlacklist(keyId)) throw new SimError(400, 'Key cannot be added to the blacklist (CanAddKey false)');
+    const r = this.record(keyId);
+    r.blocklisted = true;
+    this.blacklistVersion++;
+    this.blacklistItems.push({ FNKey_ID: r.key.FNKey_ID, ChangeType: BlacklistChangeType.added, BlacklistVersion: this.blacklistVersion });
+  }
+
+  canOrderBlacklist(): number {
+    if (this.canOrderBlacklistOverride !== undefined) return this.canOrderBlacklistOverride;
+    return this.blacklistVersion > this.blacklistOrderedVersion ? CanOrderBlacklistResult.ok : CanOrderBlacklistResult.noChanges;
+  }
+
+  orderBlacklist(): number {
+    const can = this.canOrderBlacklist();
+    if (can !== CanOrderBlacklistResult.ok) throw new SimError(400, `Blacklist cannot be ordered (CanOrderS40Blacklist ${can})`);
+    this.blacklistOrderedVersion = this.blacklistVersion;
+    return this.blacklistOrderedVersion;
+  }
+
+  /** Every lock has the ordered blocklist ("Blocklist up to date"); returns that version. */
+  deliverBlacklist(): number {
+    this.blacklistProgrammedVersion = this.blacklistOrderedVersion;
+    return this.blacklistProgrammedVersion;
+  }
+
+  blacklists(): GetBlacklistsResult {
+    return {
+      BlacklistItems: this.blacklistItems.map((i) => ({ ...i })),
+      BlacklistPacket: { BlacklistVersion: this.blacklistOrderedVersion, ProgrammedVersion: this.blacklistProgrammedVersion },
+    };
   }
 
   /** A log arrives at the server (control endpoint). Defaults: successful 5 Series access, now. */

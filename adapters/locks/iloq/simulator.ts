@@ -27,6 +27,7 @@
  *   POST /__sim/faults              body: SimFaultsInput; answers the active faults
  *   POST /__sim/expire-sessions     every session is gone; next call gets the 401
  *   POST /__sim/program             body {keyIds?: string[]}: ordered keys become programmed
+ *   POST /__sim/blocklist/deliver   the ordered blocklist reaches every lock ("Blocklist up to date")
  *   POST /__sim/reset               back to the start state (seed re-applied), faults cleared
  *   POST /__sim/persons             body: Person fields (PersonCode defaults to ExternalPersonId)
  *   POST /__sim/keys                body: {person?, keyTypeMask?, programmed?, access?: string[]}
@@ -155,6 +156,8 @@ export interface IloqSimulator {
   expireSessions(): void;
   /** Ordered keys (or the given ones) become programmed; returns their ids. */
   programOrderedKeys(keyIds?: string[]): string[];
+  /** The ordered blocklist reaches every lock; returns the version they now have. */
+  deliverBlocklist(): number;
   /** Back to the start state: data, sessions, faults, request log. */
   reset(): void;
   clearRequestLog(): void;
@@ -294,6 +297,17 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
     timers.add(t);
   };
 
+  const scheduleBlocklistDelivery = () => {
+    const delay = opts.programDelayMs;
+    if (delay === null || delay === undefined) return;
+    const t = setTimeout(() => {
+      timers.delete(t);
+      state.deliverBlacklist();
+    }, delay);
+    t.unref();
+    timers.add(t);
+  };
+
   const retryAfterHeader = (): Record<string, string> => {
     if (faults.retryAfterSeconds === null) return {};
     const value = faults.retryAfterAsDate
@@ -417,6 +431,21 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
       }
     }
 
+    if (a === 'blacklists') {
+      if (n === 1 && method === 'GET') return { status: 200, body: state.blacklists() };
+      if (n === 3 && b === 'canaddkey' && method === 'GET') return { status: 200, body: state.canAddToBlacklist(rest[2]!) };
+      if (n === 3 && b === 'addkey' && method === 'POST') {
+        state.addToBlacklist(rest[2]!);
+        return { status: 204 };
+      }
+      if (n === 2 && b === 'canorders40blacklist' && method === 'GET') return { status: 200, body: state.canOrderBlacklist() };
+      if (n === 2 && b === 'orders40blacklist' && method === 'POST') {
+        state.orderBlacklist();
+        scheduleBlocklistDelivery();
+        return { status: 204 };
+      }
+    }
+
     if (a === 'locklogs' && b === 'getlocklogdatabytimestamp' && n === 2 && method === 'POST') {
       const p = (body ?? {}) as Partial<GetLockLogDataParam>;
       return {
@@ -482,6 +511,8 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
         return { status: 204 };
       case 'POST /__sim/program':
         return { status: 200, body: { programmed: programOrderedKeys(Array.isArray(b.keyIds) ? (b.keyIds as string[]) : undefined) } };
+      case 'POST /__sim/blocklist/deliver':
+        return { status: 200, body: { programmedVersion: state.deliverBlacklist() } };
       case 'POST /__sim/reset':
         handle.reset();
         return { status: 204 };
@@ -591,6 +622,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
     },
     expireSessions: () => state.sessions.clear(),
     programOrderedKeys,
+    deliverBlocklist: () => state.deliverBlacklist(),
     reset: () => {
       for (const t of timers) clearTimeout(t);
       timers.clear();

@@ -277,3 +277,44 @@ export const LOCK_LOG_CAP = 2000;
 
 /** DeviceLogTypeMask bits used to classify access events. */
 export const DeviceLogType = { failedAccess: 1, lockProgrammed: 2, successfulAccess: 4, fiveSeriesKey: 2048 } as const;
+
+// ---- blocklist (API term "Blacklist") -------------------------------------------------------
+
+/** BlacklistItem.ChangeType. iLOQ does not publish the values; lockstep assumes 0 added, 1 removed. */
+export const BlacklistChangeType = { added: 0, removed: 1 } as const;
+
+/** One entry of GET /api/v2/Blacklists: a key added to (or removed from) the blocklist in a version. */
+export interface BlacklistItem {
+  FNKey_ID: string;
+  ChangeType: number;
+  /** The blocklist version this change is part of (increments on each change). */
+  BlacklistVersion: number;
+  [field: string]: unknown;
+}
+
+/**
+ * The blocklist packet as the locks are sent it. iLOQ names the field but does not publish its
+ * shape; lockstep reads `BlacklistVersion` (the version ordered to the locks) and
+ * `ProgrammedVersion` (the version every lock has: "Blocklist up to date"). Without the latter,
+ * a blocklisting is never reported effective (fail-safe: the key stays listed as exposed).
+ */
+export interface BlacklistPacket {
+  BlacklistVersion?: number | null;
+  ProgrammedVersion?: number | null;
+  [field: string]: unknown;
+}
+
+/** GET /api/v2/Blacklists */
+export interface GetBlacklistsResult {
+  BlacklistItems: BlacklistItem[] | null;
+  BlacklistPacket?: BlacklistPacket | null;
+}
+
+/** GET /api/v2/Blacklists/CanOrderS40Blacklist. */
+export const CanOrderBlacklistResult = { ok: 0, needsManager: 1, noChanges: 2, tooManyItems: 3 } as const;
+export const canOrderBlacklistText: Record<number, string> = {
+  0: 'ok',
+  1: 'ordering the blocklist needs iLOQ Manager and a programming token',
+  2: 'no blocklist changes to order (or the blocklist is empty)',
+  3: 'the blocklist has too many items',
+};
