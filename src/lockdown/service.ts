@@ -147,8 +147,12 @@ export class LockdownService {
       return { lockdown: row, created: true, persons: [...persons] };
     });
     if (result.created) {
-      // Straight to the queue: the sweeper is the fallback, not the path, in an emergency.
-      await this.enqueue(result.persons, PRIORITY_LOCKDOWN);
+      // Straight to the queue: the sweeper is the fallback, not the path, in an emergency. A
+      // small first batch puts the first revocation on its way within milliseconds; the rest is
+      // queued without holding up the answer (the dirty marks are committed either way).
+      const [first, rest] = [result.persons.slice(0, 50), result.persons.slice(50)];
+      await this.enqueue(first, PRIORITY_LOCKDOWN);
+      void this.enqueue(rest, PRIORITY_LOCKDOWN).catch((err: Error) => this.log.warn({ err: err.message }, 'enqueue of lockdown persons failed; the sweeper will pick them up'));
       this.log.warn({ lockdown: id, scope, persons: result.persons.length, startedBy: actor.name }, 'LOCKDOWN STARTED');
       void this.notify('lockdown.started', result.lockdown);
     }
