@@ -130,6 +130,7 @@ async function main() {
     }, 1);
     const started = performance.now();
     const id = (await action()).id as string;
+    const answered = performance.now() - started;
     let f: any;
     for (;;) {
       f = await api('GET', `/lockdowns/${id}`);
@@ -146,6 +147,7 @@ async function main() {
       name,
       id,
       firstRequestMs: first === undefined ? NaN : first - started,
+      answeredMs: answered,
       elapsedMs: elapsed,
       boundMs: bound,
       share: bound / elapsed,

@@ -134,7 +134,21 @@ export class LockdownService {
         lift_correlation_id: null,
       };
       await trx.insertInto('lockdowns').values(row).execute();
-      await markAll(trx, [...persons], PRIORITY_LOCKDOWN, `lockdown ${id}`, now, actor.correlationId);
+      // One set-based statement: every holder of managed access (a superset of the scope; an
+      // unaffected person's reconcile is a no-op) and everyone with a grant on its way.
+      const systems = scope.all || scope.access?.length || scope.siteAccess?.length ? this.cfg.lockSystems.map((l) => l.id) : (scope.lockSystems ?? []);
+      if (systems.length)
+        await sql`
+          insert into dirty (person_id, generation, priority, marked_at, reason, correlation_id)
+          select person_id, 1, ${PRIORITY_LOCKDOWN}, ${now}, ${`lockdown ${id}`}, ${actor.correlationId}
+          from (
+            select person_id from lock_state where access <> '[]' and lock_system_id in (${sql.join(systems)})
+            union
+            select person_id from operations where kind in ('grant', 'reinstate') and state in ('pending', 'running') and lock_system_id in (${sql.join(systems)})
+          ) as affected
+          where true
+          on conflict (person_id) do update set generation = dirty.generation + 1, priority = ${PRIORITY_LOCKDOWN},
+            reason = excluded.reason, correlation_id = excluded.correlation_id`.execute(trx);
       await appendAudit(trx, this.store.dialect, [
         {
           actor: actor.name,
