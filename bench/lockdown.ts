@@ -35,6 +35,8 @@ const arg = (name: string, dflt: number) => {
 const KEYS = arg('keys', 10_000);
 const LATENCY = arg('latency', 20);
 const CONCURRENCY = arg('concurrency', 64);
+/** --workers N: `serve --no-workers` plus N `lockstep worker` processes (scale-out on one host). */
+const WORKERS = arg('workers', 0);
 const ROOT = new URL('../', import.meta.url).pathname;
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -104,7 +106,14 @@ async function main() {
   const cfgFile = join(dir, 'lockstep.json');
   writeFileSync(cfgFile, JSON.stringify(raw));
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-  const child = spawn(process.execPath, [...prof, join(ROOT, 'src/cli.ts'), 'serve', '--config', cfgFile], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const launch = (args: string[]) => spawn(process.execPath, [...prof, join(ROOT, 'src/cli.ts'), ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = launch(['serve', '--config', cfgFile, ...(WORKERS ? ['--no-workers'] : [])]);
+  const workers = Array.from({ length: WORKERS }, (_, i) => {
+    const f = join(dir, `worker${i}.json`);
+    writeFileSync(f, JSON.stringify({ ...raw, server: { ...raw.server, port: port + 1 + i } }));
+    return launch(['worker', '--config', f]);
+  });
+  const all = [child, ...workers];
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     if (await fetch(`${base}/healthz`).then((r) => r.ok, () => false)) break;
@@ -117,10 +126,11 @@ async function main() {
     fetch(`${base}/api/v1${path}`, { method, headers: { authorization: `Bearer ${croToken}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) }).then(
       async (r) => (await r.json()) as any,
     );
-  const cpu = () => {
-    const f = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(' ');
-    return (Number(f[13]) + Number(f[14])) / 100;
-  };
+  const cpu = () =>
+    all.reduce((sum, c) => {
+      const f = readFileSync(`/proc/${c.pid}/stat`, 'utf8').split(' ');
+      return sum + (Number(f[13]) + Number(f[14])) / 100;
+    }, 0);
 
   const phase = async (name: string, action: () => Promise<any>, doneWhen: (f: any) => boolean) => {
     const before = { iloq: iloq.requestTotal, cliq: cliq.requestTotal, cpu: cpu() };
@@ -169,11 +179,16 @@ async function main() {
     () => api('POST', `/lockdowns/${start.id}/lift`, {}).then(() => ({ id: start.id })),
     (f) => f.lift && ['iloq', 'cliq'].every((ls) => (f.lift.perLockSystem[ls]?.accepted ?? 0) + (f.lift.perLockSystem[ls]?.failed ?? 0) >= half),
   );
-  const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
-  await new Promise((r) => {
-    child.once('exit', r);
-    child.kill('SIGTERM');
-  });
+  const hwm = all.reduce((sum, c) => sum + Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${c.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024, 0);
+  await Promise.all(
+    all.map(
+      (c) =>
+        new Promise((r) => {
+          c.once('exit', r);
+          c.kill('SIGTERM');
+        }),
+    ),
+  );
   await iloq.close();
   await cliq.close();
   const r = new Redis(REDIS_URL);
@@ -187,7 +202,7 @@ async function main() {
   const text = [
     `### ${new Date().toISOString()} — lockdown (node bench/lockdown.ts)`,
     '',
-    `Machine: ${cpus()[0]?.model ?? '?'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; SQLite store; ${KEYS} keys (${half} iLOQ + ${half} CLIQ), ${LATENCY} ms per simulator call, apply concurrency ${CONCURRENCY} per lock system; simulators in the benchmark process. Peak RSS of lockstep ${hwm.toFixed(0)} MB.`,
+    `Machine: ${cpus()[0]?.model ?? '?'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; SQLite store; ${KEYS} keys (${half} iLOQ + ${half} CLIQ), ${LATENCY} ms per simulator call, apply concurrency ${CONCURRENCY} per lock system; ${WORKERS ? `\`serve --no-workers\` + ${WORKERS} \`worker\` processes` : 'one `serve` process'}; simulators in the benchmark process. Peak RSS of lockstep ${hwm.toFixed(0)} MB${WORKERS ? ' (sum)' : ''}.`,
     '',
     '| phase | first request | all accepted | bound (calls × latency ÷ concurrency) | share of bound (target ≥ 80%) | calls per op iLOQ / CLIQ | lockstep CPU per op |',
     '|---|---:|---:|---:|---:|---:|---:|',
