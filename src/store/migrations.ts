@@ -142,6 +142,92 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await sql`insert into audit_head (id, seq, hash) values (1, 0, ${GENESIS_HASH})`.execute(db);
       },
     },
+    '0002_scim_filters': {
+      /**
+       * What the SCIM server filters on, as indexed columns: case-folded display, given and
+       * family names, every e-mail address (not only the primary one) in person_emails, the
+       * display a client gave a group member, and indexes for `active`, `meta.lastModified`
+       * and paging. Existing rows are backfilled from their stored profile and resource.
+       */
+      async up(db: Kysely<any>) {
+        for (const col of ['display_name_lc', 'given_name_lc', 'family_name_lc'])
+          await db.schema.alterTable('persons').addColumn(col, 'text').execute();
+        await db.schema.alterTable('memberships').addColumn('display', 'text').execute();
+        await db.schema
+          .createTable('person_emails')
+          .addColumn('person_id', 'text', (c) => c.notNull().references('persons.id').onDelete('cascade'))
+          .addColumn('source_id', 'text', (c) => c.notNull())
+          .addColumn('position', 'integer', (c) => c.notNull())
+          .addColumn('value_lc', 'text', (c) => c.notNull())
+          .addColumn('type_lc', 'text')
+          .addColumn('is_primary', 'integer', (c) => c.notNull())
+          .addPrimaryKeyConstraint('person_emails_pk', ['person_id', 'position'])
+          .execute();
+        await db.schema.createIndex('person_emails_value').on('person_emails').columns(['source_id', 'value_lc']).execute();
+
+        // Backfill in id order, a batch at a time, with the same case folding the repository uses.
+        let after = '';
+        for (;;) {
+          const rows = await db.selectFrom('persons').select(['id', 'source_id', 'display_name', 'profile', 'resource', 'email_lc']).where('id', '>', after).orderBy('id').limit(500).execute();
+          if (rows.length === 0) break;
+          for (const r of rows as Array<{ id: string; source_id: string; display_name: string | null; profile: string; resource: string; email_lc: string | null }>) {
+            const profile = JSON.parse(r.profile) as { givenName?: string; familyName?: string };
+            await db
+              .updateTable('persons')
+              .set({
+                display_name_lc: r.display_name?.toLowerCase() ?? null,
+                given_name_lc: profile.givenName?.toLowerCase() ?? null,
+                family_name_lc: profile.familyName?.toLowerCase() ?? null,
+              })
+              .where('id', '=', r.id)
+              .execute();
+            const resource = JSON.parse(r.resource) as { emails?: Array<{ value?: unknown; type?: unknown; primary?: unknown }> };
+            const emails = Array.isArray(resource.emails) ? resource.emails.filter((e) => typeof e?.value === 'string' && e.value !== '') : [];
+            const list = emails.length > 0 ? emails : r.email_lc ? [{ value: r.email_lc }] : [];
+            if (list.length > 0)
+              await db
+                .insertInto('person_emails')
+                .values(
+                  list.map((e, position) => ({
+                    person_id: r.id,
+                    source_id: r.source_id,
+                    position,
+                    value_lc: String(e.value).toLowerCase(),
+                    type_lc: typeof e.type === 'string' ? e.type.toLowerCase() : null,
+                    is_primary: e.primary === true ? 1 : 0,
+                  })),
+                )
+                .execute();
+          }
+          after = rows[rows.length - 1]!.id as string;
+        }
+
+        await db.schema.createIndex('persons_source_display').on('persons').columns(['source_id', 'display_name_lc']).execute();
+        await db.schema.createIndex('persons_source_given').on('persons').columns(['source_id', 'given_name_lc']).execute();
+        await db.schema.createIndex('persons_source_family').on('persons').columns(['source_id', 'family_name_lc']).execute();
+        await db.schema.createIndex('persons_source_active').on('persons').columns(['source_id', 'active', 'created_at', 'id']).execute();
+        await db.schema.createIndex('persons_source_updated').on('persons').columns(['source_id', 'updated_at']).execute();
+        await db.schema.createIndex('groups_source_updated').on('groups').columns(['source_id', 'updated_at']).execute();
+        // Superseded by person_emails, which holds every address rather than one per person.
+        await db.schema.dropIndex('persons_source_email').execute();
+
+        if (dialect === 'sqlite') {
+          // Without statistics SQLite assumes every index prefix is selective, so for
+          // `familyName eq` or an e-mail lookup it walks the whole source through the
+          // creation-order index (to skip sorting) instead of the selective index. Measure the
+          // SCIM tables (bounded), and where a table is still empty state what the schema means
+          // (few sources, selective names and addresses) as documented for sqlite_stat1. A later
+          // ANALYZE replaces these with measured figures. PostgreSQL keeps its own statistics.
+          await sql`pragma analysis_limit = 1000`.execute(db);
+          for (const t of ['persons', 'person_emails', 'groups', 'memberships']) await sql.raw(`analyze ${t}`).execute(db);
+          for (const [tbl, idx, stat] of SQLITE_TYPICAL_STATS) {
+            const have = await sql<{ n: number }>`select count(*) as n from sqlite_stat1 where tbl = ${tbl} and idx = ${idx}`.execute(db);
+            if (Number(have.rows[0]?.n ?? 0) === 0) await sql`insert into sqlite_stat1 (tbl, idx, stat) values (${tbl}, ${idx}, ${stat})`.execute(db);
+          }
+          await sql`analyze sqlite_schema`.execute(db);
+        }
+      },
+    },
     '0003_meta_and_dead_letter_link': {
       /**
        * `meta` holds daemon facts that outlive a process (the policy fingerprint, so a policy
@@ -267,6 +353,31 @@ export function migrations(dialect: Dialect): MigrationProvider {
   };
   return { getMigrations: async () => list };
 }
+
+/**
+ * sqlite_stat1 rows for empty SCIM tables: "rows, then rows per distinct value of each index
+ * prefix" for a source of 200,000 users among a few sources (see migration 0002).
+ */
+const SQLITE_TYPICAL_STATS: Array<[string, string, string]> = [
+  ['persons', 'sqlite_autoindex_persons_1', '1000000 1'],
+  ['persons', 'persons_source_username', '1000000 200000 1'],
+  ['persons', 'persons_source_external', '1000000 200000 1'],
+  ['persons', 'persons_source_created', '1000000 200000 1 1'],
+  ['persons', 'persons_source_display', '1000000 200000 2'],
+  ['persons', 'persons_source_given', '1000000 200000 50'],
+  ['persons', 'persons_source_family', '1000000 200000 10'],
+  ['persons', 'persons_source_active', '1000000 200000 100000 1 1'],
+  ['persons', 'persons_source_updated', '1000000 200000 2'],
+  ['person_emails', 'sqlite_autoindex_person_emails_1', '1200000 1 1'],
+  ['person_emails', 'person_emails_value', '1200000 240000 1'],
+  ['groups', 'sqlite_autoindex_groups_1', '10000 1'],
+  ['groups', 'groups_source_name', '10000 2000 1'],
+  ['groups', 'groups_source_external', '10000 2000 1'],
+  ['groups', 'groups_source_created', '10000 2000 1 1'],
+  ['groups', 'groups_source_updated', '10000 2000 2'],
+  ['memberships', 'sqlite_autoindex_memberships_1', '2000000 1000 1'],
+  ['memberships', 'memberships_person', '2000000 10'],
+];
 
 /** The chain starts from a fixed, documented value so that deleting the first row is detectable. */
 export const GENESIS_HASH = '0'.repeat(64);

@@ -13,6 +13,10 @@ export interface PersonsTable {
   user_name_lc: string;
   email_lc: string | null;
   display_name: string | null;
+  /** Case-folded copies of what SCIM filters compare case-insensitively (migration 0002). */
+  display_name_lc: string | null;
+  given_name_lc: string | null;
+  family_name_lc: string | null;
   active: number;
   /** Policy-relevant view: {givenName, familyName, email, roles[], attributes{}}. */
   profile: string;
@@ -38,6 +42,19 @@ export interface GroupsTable {
 export interface MembershipsTable {
   group_id: string;
   person_id: string;
+  /** The member's display as the client sent it (`members[].display`), if any. */
+  display: string | null;
+}
+
+/** Every e-mail address of a person, case-folded, for SCIM `emails` filters (migration 0002). */
+export interface PersonEmailsTable {
+  person_id: string;
+  source_id: string;
+  /** Position in the resource's `emails` list. */
+  position: number;
+  value_lc: string;
+  type_lc: string | null;
+  is_primary: number;
 }
 
 /** The outbox: a person whose desired state may have changed. Written in the same transaction as the change. */
@@ -200,6 +217,7 @@ export interface Database {
   persons: PersonsTable;
   groups: GroupsTable;
   memberships: MembershipsTable;
+  person_emails: PersonEmailsTable;
   dirty: DirtyTable;
   lock_state: LockStateTable;
   operations: OperationsTable;
@@ -214,3 +232,5 @@ export interface Database {
   lockdowns: LockdownsTable;
   lockdown_exemptions: LockdownExemptionsTable;
 }
+
+

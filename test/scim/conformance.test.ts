@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IdentityRepo } from '../../src/store/identities.ts';
 import { freshStore, type TestStore } from '../helpers/stores.ts';
-import { TOKEN_A, buildScimApp, scim, user } from './helpers.ts';
+import { TOKEN_A, TOKEN_B, buildScimApp, scim, user } from './helpers.ts';
 
 /**
  * Third-party IdP suites run with newman against a real listening server. The collections are
@@ -15,8 +15,9 @@ import { TOKEN_A, buildScimApp, scim, user } from './helpers.ts';
  */
 const SUITES = fileURLToPath(new URL('../../../shared/conformance/scim/', import.meta.url));
 const OKTA = `${SUITES}okta-scim20-spec.postman_collection.json`;
-const present = existsSync(OKTA);
-if (!present) console.warn(`[scim conformance] skipped: ${SUITES} not found (third-party SCIM suites are not bundled)`);
+const ENTRA = `${SUITES}entra-reference.postman_collection.json`;
+const present = existsSync(OKTA) && existsSync(ENTRA);
+if (!present) console.warn(`[scim conformance] skipped: ${SUITES} (with both collections) not found; third-party SCIM suites are not bundled`);
 
 interface NewmanFailure {
   error: { name?: string; test?: string; message?: string };
@@ -59,30 +60,58 @@ async function freePort(): Promise<number> {
   });
 }
 
+/** A fresh store and a listening server for one suite. */
+async function server(): Promise<{ store: TestStore; app: FastifyInstance; port: number }> {
+  const store = await freshStore('sqlite');
+  const port = await freePort();
+  const app = await buildScimApp({ identities: new IdentityRepo(store.store), publicBaseUrl: `http://127.0.0.1:${port}` });
+  await app.listen({ host: '127.0.0.1', port });
+  return { store, app, port };
+}
+
 describe.skipIf(!present)('Okta SCIM 2.0 SPEC test (newman)', () => {
-  let store: TestStore;
-  let app: FastifyInstance;
-  let port: number;
+  let s: Awaited<ReturnType<typeof server>>;
 
   beforeAll(async () => {
-    store = await freshStore('sqlite');
-    port = await freePort();
-    app = await buildScimApp({ identities: new IdentityRepo(store.store), publicBaseUrl: `http://127.0.0.1:${port}` });
-    await app.listen({ host: '127.0.0.1', port });
-    // The suite's precondition: at least one user with name, userName, active and an email.
-    const res = await scim(app, 'POST', '/Users', user('precondition.user@example.com', { name: { givenName: 'Pre', familyName: 'Condition' } }));
+    s = await server();
+    // The suite's precondition: at least one user with name, userName, active and an email,
+    // in the Okta source (token B) the suite then runs as.
+    const res = await scim(s.app, 'POST', '/Users', user('precondition.user@example.com', { name: { givenName: 'Pre', familyName: 'Condition' } }), { token: TOKEN_B });
     expect(res.statusCode).toBe(201);
   });
 
   afterAll(async () => {
-    await app?.close();
-    await store?.cleanup();
+    await s?.app.close();
+    await s?.store.cleanup();
   });
 
   it('passes every assertion', async () => {
-    const summary = await runCollection(OKTA, { SCIMBaseURL: `http://127.0.0.1:${port}/scim/v2`, auth: `Bearer ${TOKEN_A}` });
+    const summary = await runCollection(OKTA, { SCIMBaseURL: `http://127.0.0.1:${s.port}/scim/v2`, auth: `Bearer ${TOKEN_B}` });
     const failures = describeFailures(summary);
-    expect(summary.run.stats.assertions.total).toBeGreaterThanOrEqual(53);
+    expect(summary.run.stats.assertions.total).toBe(53);
+    expect(failures, failures.join('\n')).toEqual([]);
+    expect(summary.run.stats.assertions.failed).toBe(0);
+  }, 60_000);
+});
+
+describe.skipIf(!present)("Microsoft's SCIM reference collection (newman)", () => {
+  let s: Awaited<ReturnType<typeof server>>;
+
+  // The suite's precondition: an empty user and group store (it counts users).
+  beforeAll(async () => {
+    s = await server();
+  });
+
+  afterAll(async () => {
+    await s?.app.close();
+    await s?.store.cleanup();
+  });
+
+  it('passes every assertion', async () => {
+    const summary = await runCollection(ENTRA, { Protocol: 'http', Server: '127.0.0.1', Port: `:${s.port}`, Api: 'scim/v2', token: TOKEN_A });
+    const failures = describeFailures(summary);
+    expect(summary.run.stats.requests.total).toBe(78);
+    expect(summary.run.stats.assertions.total).toBe(107);
     expect(failures, failures.join('\n')).toEqual([]);
     expect(summary.run.stats.assertions.failed).toBe(0);
   }, 60_000);

@@ -1,11 +1,12 @@
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify';
-import type { SourceConfig } from '../../src/config/schema.ts';
+import { type SourceConfig, sourceSchema } from '../../src/config/schema.ts';
 import { hashToken, scimRoutes } from '../../src/http/scim/index.ts';
 import { IdentityRepo } from '../../src/store/identities.ts';
 import { type Backend, freshStore, type TestStore } from '../helpers/stores.ts';
 
 export const TOKEN_A = 'token-for-source-a';
 export const TOKEN_B = 'token-for-source-b';
+export const TOKEN_C = 'token-for-source-c';
 export const PUBLIC_BASE = 'http://127.0.0.1:8080';
 export const SCIM_BASE = `${PUBLIC_BASE}/scim/v2`;
 
@@ -16,11 +17,13 @@ export const ERROR_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:Error';
 
 export function sources(overrides: { rateLimitPerSecond?: number } = {}): SourceConfig[] {
   const rate = overrides.rateLimitPerSecond ?? 1000;
+  // Through the config schema, so the sources carry every default the daemon would give them.
   return [
     { id: 'entra-a', idp: 'entra', scim: { tokenSha256: hashToken(TOKEN_A), rateLimitPerSecond: rate } },
     { id: 'okta-b', idp: 'okta', scim: { tokenSha256: hashToken(TOKEN_B), rateLimitPerSecond: rate } },
+    { id: 'sailpoint-c', idp: 'sailpoint', scim: { tokenSha256: hashToken(TOKEN_C), rateLimitPerSecond: rate } },
     { id: 'no-scim', idp: 'generic' },
-  ];
+  ].map((s) => sourceSchema.parse(s));
 }
 
 /**
@@ -53,10 +56,10 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function harness(backend: Backend, opts: { sources?: SourceConfig[]; bodyLimit?: number } = {}): Promise<Harness> {
+export async function harness(backend: Backend, opts: { sources?: SourceConfig[]; bodyLimit?: number; scanLimit?: number } = {}): Promise<Harness> {
   const store = await freshStore(backend);
-  const repo = new IdentityRepo(store.store);
-  const app = await buildScimApp({ identities: repo, ...opts });
+  const repo = new IdentityRepo(store.store, () => {}, opts.scanLimit !== undefined ? { scanLimit: opts.scanLimit } : {});
+  const app = await buildScimApp({ identities: repo, ...(opts.sources ? { sources: opts.sources } : {}), ...(opts.bodyLimit ? { bodyLimit: opts.bodyLimit } : {}) });
   return {
     app,
     repo,
@@ -76,9 +79,9 @@ export async function scim(
   method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE',
   url: string,
   body?: unknown,
-  opts: { token?: string | null; contentType?: string; rawBody?: string } = {},
+  opts: { token?: string | null; contentType?: string; rawBody?: string; headers?: Record<string, string> } = {},
 ): Promise<Res> {
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...opts.headers };
   const token = opts.token === undefined ? TOKEN_A : opts.token;
   if (token !== null) headers.authorization = `Bearer ${token}`;
   const payload = opts.rawBody ?? (body === undefined ? undefined : JSON.stringify(body));

@@ -1,13 +1,16 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ConflictError } from '../../src/store/identities.ts';
+import { ConflictError, newId } from '../../src/store/identities.ts';
 import { BACKENDS } from '../helpers/stores.ts';
 import {
   ERROR_SCHEMA,
   GROUP_SCHEMA,
+  PATCH_SCHEMA,
   type Harness,
   SCIM_BASE,
   TOKEN_A,
   TOKEN_B,
+  TOKEN_C,
+  USER_SCHEMA,
   harness,
   json,
   patch,
@@ -114,7 +117,8 @@ describe.each(BACKENDS)('SCIM server on %s', (backend) => {
         givenName: 'Given',
         familyName: 'Family',
         email: 'Bob@Example.com',
-        roles: ['door-admin', 'Night shift', 'auditor'],
+        // A rule may name a role by value or by display.
+        roles: ['door-admin', 'Night shift', 'auditor', 'Auditor'],
         attributes: {
           department: 'Facilities',
           division: 'Ops',
@@ -175,19 +179,45 @@ describe.each(BACKENDS)('SCIM server on %s', (backend) => {
   });
 
   describe('user PATCH', () => {
-    it('deactivates with Entra\'s "False" string and capitalised op, answering 200 with the resource', async () => {
+    it('deactivates with Entra\'s "False" string and capitalised op, answering 204 to an Entra source', async () => {
       const id = await createUser(h, 'leaver');
       const res = await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'Replace', path: 'active', value: 'False' }));
-      expect(res.statusCode, res.body).toBe(200);
-      expect(json(res)).toMatchObject({ id, active: false });
+      expect(res.statusCode, res.body).toBe(204);
+      expect(res.body).toBe('');
+      expect(res.headers.etag).toBe('W/"2"');
       expect((await h.repo.getUser('entra-a', id))!.active).toBe(false);
+      // Asking for attributes gets the resource.
+      const withBody = await scim(h.app, 'PATCH', `/Users/${id}?attributes=active`, patch({ op: 'Replace', path: 'active', value: 'True' }));
+      expect(withBody.statusCode, withBody.body).toBe(200);
+      expect(json(withBody)).toEqual({ schemas: expect.any(Array), id, active: true });
     });
 
-    it("deactivates with Okta's path-less replace", async () => {
-      const id = await createUser(h, 'okta.leaver');
-      const res = await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', value: { active: false } }));
+    it("deactivates and re-activates with Okta's path-less replace, answering 200 with the user, and keeps the user", async () => {
+      const id = await createUser(h, 'okta.leaver', {}, TOKEN_B);
+      const asB = { token: TOKEN_B };
+      const spy = vi.spyOn(h.repo, 'setActive');
+      const res = await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', value: { active: false } }), asB);
       expect(res.statusCode, res.body).toBe(200);
-      expect((await h.repo.getUser('entra-a', id))!.active).toBe(false);
+      expect(json(res)).toMatchObject({ id, active: false, userName: 'okta.leaver', meta: { version: 'W/"2"' } });
+      // Only the flag is written, not the resource.
+      expect(spy).toHaveBeenCalledWith('okta-b', id, false, expect.anything(), undefined);
+      // Okta never deletes: the deactivated user stays readable, listable and filterable.
+      expect(json(await scim(h.app, 'GET', `/Users/${id}`, undefined, asB)).active).toBe(false);
+      expect(json(await scim(h.app, 'GET', `/Users?filter=${encodeURIComponent('userName eq "OKTA.LEAVER"')}`, undefined, asB)).Resources).toEqual([
+        expect.objectContaining({ id, active: false }),
+      ]);
+      const back = await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', value: { active: true } }), asB);
+      expect(json(back)).toMatchObject({ active: true, meta: { version: 'W/"3"' } });
+      // The same value again is not a change.
+      await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', value: { active: true } }), asB);
+      expect((await h.repo.getUser('okta-b', id))!.version).toBe(3);
+    });
+
+    it('answers 200 with the resource to other IdPs (SailPoint)', async () => {
+      const id = await createUser(h, 'sp.user', {}, TOKEN_C);
+      const res = await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'displayName', value: 'SP User' }), { token: TOKEN_C });
+      expect(res.statusCode, res.body).toBe(200);
+      expect(json(res)).toMatchObject({ id, displayName: 'SP User' });
     });
 
     it('applies Entra multi-attribute replace, work email and the manager forms', async () => {
@@ -202,30 +232,33 @@ describe.each(BACKENDS)('SCIM server on %s', (backend) => {
           { op: 'Add', path: 'manager', value: [{ $ref: null, value: 'boss-1' }] },
         ),
       );
-      expect(res.statusCode, res.body).toBe(200);
+      expect(res.statusCode, res.body).toBe(204);
       const rec = (await h.repo.getUser('entra-a', id))!;
       expect(rec.profile.givenName).toBe('Pat');
       expect(rec.profile.attributes.employeeNumber).toBe('777');
       expect(rec.email).toBe('pat@example.com');
       expect((rec.resource[ENTERPRISE] as Record<string, unknown>).manager).toEqual({ value: 'boss-1' });
-      const urnForm = await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: `${ENTERPRISE}:manager`, value: 'boss-2' }));
+      const urnForm = await scim(h.app, 'PATCH', `/Users/${id}?excludedAttributes=groups`, patch({ op: 'replace', path: `${ENTERPRISE}:manager`, value: 'boss-2' }));
       expect(urnForm.statusCode, urnForm.body).toBe(200);
       expect(json(urnForm)[ENTERPRISE].manager).toEqual({ value: 'boss-2' });
+      expect(json(urnForm).groups).toBeUndefined();
     });
 
     it('treats an empty Operations list as a no-op', async () => {
       const id = await createUser(h, 'noop');
       const res = await scim(h.app, 'PATCH', `/Users/${id}`, patch());
-      expect(res.statusCode, res.body).toBe(200);
-      expect(json(res).meta.version).toBe('W/"1"');
+      expect(res.statusCode, res.body).toBe(204);
+      expect(res.headers.etag).toBe('W/"1"');
       expect((await h.repo.getUser('entra-a', id))!.version).toBe(1);
     });
 
     it('does not write when a PATCH or PUT changes nothing (Okta password sync, repeated PUT)', async () => {
-      const id = await createUser(h, 'same');
+      const id = await createUser(h, 'same', { displayName: 'Same' });
       const spy = vi.spyOn(h.repo, 'replaceUser');
-      expect((await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', value: { password: 'n3w-Secret!' } }))).statusCode).toBe(200);
-      expect((await scim(h.app, 'PUT', `/Users/${id}`, user('same'))).statusCode).toBe(200);
+      expect((await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', value: { password: 'n3w-Secret!' } }))).statusCode).toBe(204);
+      expect((await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'displayName', value: 'Same' }))).statusCode).toBe(204);
+      expect((await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'active', value: true }))).statusCode).toBe(204);
+      expect((await scim(h.app, 'PUT', `/Users/${id}`, user('same', { displayName: 'Same' }))).statusCode).toBe(200);
       expect(spy).not.toHaveBeenCalled();
       expect((await h.repo.getUser('entra-a', id))!.version).toBe(1);
     });
@@ -236,11 +269,11 @@ describe.each(BACKENDS)('SCIM server on %s', (backend) => {
       let calls = 0;
       vi.spyOn(h.repo, 'replaceUser').mockImplementation(async (...args) => {
         calls++;
-        if (calls === 1) throw new ConflictError(`User ${id} was modified concurrently; retry the request`);
+        if (calls === 1) throw new ConflictError('version', `User ${id} was modified concurrently`);
         return original(...args);
       });
       const res = await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'displayName', value: 'Racer X' }));
-      expect(res.statusCode, res.body).toBe(200);
+      expect(res.statusCode, res.body).toBe(204);
       expect(calls).toBe(2);
       expect((await h.repo.getUser('entra-a', id))!.displayName).toBe('Racer X');
     });
@@ -289,12 +322,68 @@ describe.each(BACKENDS)('SCIM server on %s', (backend) => {
       expect(await ids(`members[value eq "${u}"]`)).toEqual([g1]);
     });
 
-    it('refuses filters the store cannot serve with 400 invalidFilter', async () => {
-      for (const filter of ['userName sw "a"', 'userName eq "a" or userName eq "b"', 'name.familyName eq "x"', 'meta.lastModified gt "2020-01-01T00:00:00Z"', 'userName eq', 'not (userName eq "a")']) {
+    it('serves co, sw, ew, gt, ne, pr, or and not in the store', async () => {
+      const omalley = await createUser(h, 'OMalley', { name: { givenName: 'Darl', familyName: 'OMalley' }, emails: [{ value: 'anna33@example.com', type: 'work' }] });
+      const emp1 = await createUser(h, 'emp1', { name: { givenName: 'Darl', familyName: 'Employee' }, emails: [{ value: 'anna33@gmail.com', type: 'work' }, { value: 'anna33@example.org', type: 'other' }] });
+      const emp2 = await createUser(h, 'emp2', { name: { givenName: 'Darl', familyName: 'Employee' }, emails: [{ value: 'x@example.net', type: 'work' }], externalId: 'EXT-2' });
+      const ids = async (filter: string) => {
+        const res = await scim(h.app, 'GET', `/Users?filter=${encodeURIComponent(filter)}`);
+        expect(res.statusCode, res.body).toBe(200);
+        return (json(res).Resources as Array<{ id: string }>).map((r) => r.id);
+      };
+      // Microsoft's collection, with its unquoted values.
+      expect(await ids('name.FamilyName eq Employee and (emails.Value co example.com or emails.Value co example.org)')).toEqual([emp1]);
+      expect(await ids('userName sw O')).toEqual([omalley]);
+      expect(await ids('meta.Created gt 2015-10-10T14:38:21.8617979-07:00')).toEqual([omalley, emp1, emp2]);
+      expect(await ids('meta.created lt "2015-10-10T00:00:00Z"')).toEqual([]);
+      expect(await ids('userName ew "P2"')).toEqual([emp2]);
+      expect(await ids('emails[type eq "other" and value ew ".org"]')).toEqual([emp1]);
+      expect(await ids('externalId pr')).toEqual([emp2]);
+      expect(await ids('externalId ne "EXT-2"')).toEqual([omalley, emp1]);
+      expect(await ids('not (name.familyName eq "employee")')).toEqual([omalley]);
+      expect(await ids('userName eq "emp1" or userName eq "emp2"')).toEqual([emp1, emp2]);
+      expect(await ids('userName gt "emp1" and userName le "omalley"')).toEqual([omalley, emp2]);
+      expect(await ids('name.givenName eq "DARL" and not (emails co "gmail")')).toEqual([omalley, emp2]);
+      expect(await ids('userName eq "a\\"b"')).toEqual([]);
+    });
+
+    it('refuses filters it cannot serve with 400 invalidFilter', async () => {
+      for (const filter of ['title eq "x"', 'name.honorificPrefix eq "x"', `${ENTERPRISE}:department eq "x"`, 'emails.display eq "x"', 'userName eq', 'userName eq "a" and', '(userName eq "a"', 'active gt true', 'meta.created eq "yesterday"', 'groups.value co "x"']) {
         const body = expectScimError(await scim(h.app, 'GET', `/Users?filter=${encodeURIComponent(filter)}`), 400, 'invalidFilter');
-        expect(body.detail).not.toBe('');
+        expect(body.detail, filter).not.toBe('');
       }
-      expectScimError(await scim(h.app, 'GET', `/Groups?filter=${encodeURIComponent('displayName co "x"')}`), 400, 'invalidFilter');
+      expectScimError(await scim(h.app, 'GET', `/Groups?filter=${encodeURIComponent('members.display eq "x"')}`), 400, 'invalidFilter');
+      expectScimError(await scim(h.app, 'GET', `/Users?filter=`), 400, 'invalidFilter');
+    });
+
+    it('runs filters no index can narrow only on sources small enough to scan', async () => {
+      const small = await harness(backend, { scanLimit: 2 });
+      try {
+        for (const n of ['a1', 'a2']) await createUser(small, n);
+        const co = (q: string) => scim(small.app, 'GET', `/Users?filter=${encodeURIComponent(q)}`);
+        expect(json(await co('userName co "2"')).totalResults).toBe(1);
+        await createUser(small, 'a3');
+        // Three users, limit two: a scan is refused...
+        expectScimError(await co('userName co "2"'), 400, 'invalidFilter');
+        expectScimError(await co('not (userName eq "a1")'), 400, 'invalidFilter');
+        expectScimError(await co('userName eq "a1" or displayName co "x"'), 400, 'invalidFilter');
+        // ...unless an index narrows it first.
+        expect(json(await co('userName sw "a" and userName co "2"')).totalResults).toBe(1);
+        expect(json(await co('userName eq "a1" or userName eq "a3"')).totalResults).toBe(2);
+      } finally {
+        await small.close();
+      }
+    });
+
+    it('answers Entra\'s "Test connection" (a random GUID on the matching attribute) with an empty list', async () => {
+      await createUser(h, 'someone');
+      for (const attr of ['userName', 'externalId', 'id', 'emails[type eq "work"].value', 'displayName']) {
+        const res = await scim(h.app, 'GET', `/Users?filter=${encodeURIComponent(`${attr} eq "${crypto.randomUUID()}"`)}`);
+        expect(res.statusCode, res.body).toBe(200);
+        expect(json(res)).toEqual({ schemas: [LIST], totalResults: 0, startIndex: 1, itemsPerPage: 0, Resources: [] });
+      }
+      const groups = await scim(h.app, 'GET', `/Groups?excludedAttributes=members&filter=${encodeURIComponent(`displayName eq "${crypto.randomUUID()}"`)}`);
+      expect(json(groups)).toMatchObject({ totalResults: 0, Resources: [] });
     });
 
     it('pages in the store with integer startIndex/count and itemsPerPage = returned', async () => {
@@ -385,7 +474,7 @@ describe.each(BACKENDS)('SCIM server on %s', (backend) => {
       const get = vi.spyOn(h.repo, 'getGroup');
       const res = await scim(h.app, 'GET', `/Groups?filter=${encodeURIComponent('displayName eq "Big group"')}&excludedAttributes=members`);
       expect(json(res).Resources[0].members).toBeUndefined();
-      expect(list).toHaveBeenCalledWith('entra-a', [{ attr: 'displayName', value: 'Big group' }], 1, 100, false);
+      expect(list).toHaveBeenCalledWith('entra-a', { field: 'displayName', op: 'eq', value: 'Big group' }, 1, 100, false);
       const one = await scim(h.app, 'GET', `/Groups/${g}?excludedAttributes=members`);
       expect(json(one).members).toBeUndefined();
       expect(get).toHaveBeenCalledWith('entra-a', g, false);
@@ -410,11 +499,11 @@ describe.each(BACKENDS)('SCIM server on %s', (backend) => {
     it('adds, removes by filter, replaces and clears members', async () => {
       const [u1, u2, u3, u4] = [await createUser(h, 'p1'), await createUser(h, 'p2'), await createUser(h, 'p3'), await createUser(h, 'p4')];
       const g = await createGroup(h, 'Members', [u1]);
-      const patchMembers = vi.spyOn(h.repo, 'patchMembers');
+      const change = vi.spyOn(h.repo, 'changeGroup');
 
       expect((await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'Add', path: 'members', value: [{ $ref: null, value: u2 }, { value: u3 }] }))).statusCode).toBe(204);
       expect(await memberIds(h, g)).toEqual([u1, u2, u3].sort());
-      expect(patchMembers).toHaveBeenLastCalledWith('entra-a', g, [u2, u3], [], expect.anything());
+      expect(change).toHaveBeenLastCalledWith('entra-a', g, { add: [u2, u3] }, expect.anything(), undefined);
 
       expect((await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'remove', path: `members[value eq "${u1}"]` }))).statusCode).toBe(204);
       expect(await memberIds(h, g)).toEqual([u2, u3].sort());
@@ -446,10 +535,72 @@ describe.each(BACKENDS)('SCIM server on %s', (backend) => {
       expect(await memberIds(h, g)).toEqual([u2]);
     });
 
-    it('refuses unknown member ids with 400 invalidValue', async () => {
+    it('refuses well-formed ids of no user with 400 invalidValue and writes nothing of that PATCH', async () => {
+      const u = await createUser(h, 'real');
       const g = await createGroup(h, 'Strict');
-      expectScimError(await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'add', path: 'members', value: [{ value: 'no-such-user' }] })), 400, 'invalidValue');
-      expectScimError(await scim(h.app, 'POST', '/Groups', { displayName: 'Bad', members: [{ value: 'no-such-user' }] }), 400, 'invalidValue');
+      const ghost = newId();
+      const res = await scim(
+        h.app,
+        'PATCH',
+        `/Groups/${g}`,
+        patch({ op: 'replace', value: { displayName: 'Renamed' } }, { op: 'add', path: 'members', value: [{ value: u }, { value: ghost }] }),
+      );
+      expect(expectScimError(res, 400, 'invalidValue').detail).toContain(ghost);
+      // One transaction: neither the rename nor the real member was written.
+      expect((await h.repo.getGroup('entra-a', g, false))!).toMatchObject({ displayName: 'Strict', version: 1 });
+      expect(await memberIds(h, g)).toEqual([]);
+      expectScimError(await scim(h.app, 'POST', '/Groups', { displayName: 'Bad', members: [{ value: ghost }] }), 400, 'invalidValue');
+    });
+
+    it('ignores member values that cannot name a user ("string id 1"), with a warning in the audit log', async () => {
+      const u = await createUser(h, 'kept');
+      const g = await createGroup(h, 'Lenient', [u]);
+      const res = await scim(h.app, 'PATCH', `/Groups/${g}`, { id: g, Operations: [{ op: 'add', path: 'members', value: 'string id 1' }], schemas: [PATCH_SCHEMA] });
+      expect(res.statusCode, res.body).toBe(204);
+      expect(await memberIds(h, g)).toEqual([u]);
+      const audit = await h.store.store.db.selectFrom('audit').select(['action', 'subject', 'detail']).where('action', '=', 'identity.membership.ignored').execute();
+      expect(audit).toHaveLength(1);
+      expect(audit[0]!.subject).toBe(`group:${g}`);
+      expect(JSON.parse(audit[0]!.detail)).toMatchObject({ values: ['string id 1'], count: 1 });
+      // Removing by such a value removes nobody.
+      expect((await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'remove', path: 'members', value: [{ value: 'string id 1' }] }))).statusCode).toBe(204);
+      expect(await memberIds(h, g)).toEqual([u]);
+    });
+
+    it('round-trips the display a client gives a member (display, or displayName as Microsoft sends)', async () => {
+      const [u1, u2] = [await createUser(h, 'd1', { displayName: 'User One' }), await createUser(h, 'd2')];
+      const g = await createGroup(h, 'Displays');
+      await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'add', path: 'members', value: [{ displayName: 'new User', value: u1 }, { display: 'VP', value: u2 }] }));
+      const members = json(await scim(h.app, 'GET', `/Groups/${g}`)).members;
+      expect(members.map((m: { value: string; display: string }) => [m.value, m.display])).toEqual([
+        [u1, 'new User'],
+        [u2, 'VP'],
+      ]);
+      await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'remove', path: `members[value eq "${u1}"]` }), {});
+      await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'add', path: 'members', value: [{ value: u1 }] }));
+      // Without a client display, the user's own display name is shown.
+      expect(json(await scim(h.app, 'GET', `/Groups/${g}`)).members.find((m: { value: string }) => m.value === u1).display).toBe('User One');
+    });
+
+    it('replaces the membership atomically and renames in the same transaction (Okta push)', async () => {
+      const [u1, u2, u3] = [await createUser(h, 'r1'), await createUser(h, 'r2'), await createUser(h, 'r3')];
+      const g = await createGroup(h, 'Push', [u1, u2]);
+      const change = vi.spyOn(h.repo, 'changeGroup');
+      const res = await scim(
+        h.app,
+        'PATCH',
+        `/Groups/${g}`,
+        patch({ op: 'replace', value: { id: g, displayName: 'Push renamed' } }, { op: 'replace', path: 'members', value: [{ value: u2 }, { value: u3 }] }),
+      );
+      expect(res.statusCode, res.body).toBe(204);
+      expect(change).toHaveBeenCalledTimes(1);
+      expect(change.mock.calls[0]![2]).toMatchObject({ input: { displayName: 'Push renamed' }, replace: [u2, u3] });
+      expect(await memberIds(h, g)).toEqual([u2, u3].sort());
+      const grp = (await h.repo.getGroup('entra-a', g, false))!;
+      expect(grp).toMatchObject({ displayName: 'Push renamed', version: 2 });
+      // Okta sends the same rename on every push: no write.
+      await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'replace', value: { id: g, displayName: 'Push renamed' } }));
+      expect((await h.repo.getGroup('entra-a', g, false))!.version).toBe(2);
     });
   });
 
@@ -535,11 +686,16 @@ describe.each(BACKENDS)('SCIM server on %s', (backend) => {
     it('answers 500 (not 404) when the store fails, without leaking the cause', async () => {
       const id = await createUser(h, 'fragile');
       vi.spyOn(h.repo, 'getUser').mockRejectedValue(new Error('connection terminated: secret-host:5432'));
-      for (const res of [await scim(h.app, 'GET', `/Users/${id}`), await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'active', value: false }))]) {
+      vi.spyOn(h.repo, 'setActive').mockRejectedValue(new Error('connection terminated: secret-host:5432'));
+      for (const res of [
+        await scim(h.app, 'GET', `/Users/${id}`),
+        await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'active', value: false })),
+        await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'displayName', value: 'x' })),
+      ]) {
         const body = expectScimError(res, 500);
         expect(body.detail).not.toContain('secret-host');
       }
-      expect((await h.repo.listUsers('entra-a', [{ attr: 'id', value: id }], 1, 1)).items[0]!.active).toBe(true);
+      expect((await h.repo.listUsers('entra-a', { field: 'id', op: 'eq', value: id }, 1, 1)).items[0]!.active).toBe(true);
     });
 
     it('keeps its parsers and error format inside /scim/v2', async () => {
@@ -606,6 +762,88 @@ describe.each(BACKENDS)('SCIM server on %s', (backend) => {
       );
       expect(json(await scim(h.app, 'GET', '/ResourceTypes')).totalResults).toBe(2);
       expectScimError(await scim(h.app, 'GET', '/Schemas/urn:nope'), 404);
+    });
+
+    it('states truthfully what is supported and publishes canonical values (advisory)', async () => {
+      const spc = json(await scim(h.app, 'GET', '/ServiceProviderConfig'));
+      expect(spc).toMatchObject({
+        patch: { supported: true },
+        bulk: { supported: false },
+        filter: { supported: true, maxResults: 1000 },
+        changePassword: { supported: false },
+        sort: { supported: false },
+        etag: { supported: true },
+      });
+      expect(spc.authenticationSchemes[0]).toMatchObject({ type: 'oauthbearertoken' });
+      const group = json(await scim(h.app, 'GET', '/ResourceTypes/Group'));
+      expect(group).toMatchObject({ name: 'Group', endpoint: '/Groups', schema: GROUP_SCHEMA });
+      const userSchema = json(await scim(h.app, 'GET', '/Schemas/urn:ietf:params:scim:schemas:core:2.0:User'));
+      const emails = userSchema.attributes.find((a: { name: string }) => a.name === 'emails');
+      expect(emails.subAttributes.find((a: { name: string }) => a.name === 'type').canonicalValues).toEqual(['work', 'home', 'other']);
+      // Every schema the list names can be fetched by id.
+      for (const s of json(await scim(h.app, 'GET', '/Schemas')).Resources) expect((await scim(h.app, 'GET', `/Schemas/${s.id}`)).statusCode).toBe(200);
+    });
+  });
+
+  describe('attributes and excludedAttributes', () => {
+    it('selects sub-attributes, extension attributes and filtered values', async () => {
+      const id = await createUser(h, 'proj', {
+        name: { givenName: 'Pro', familyName: 'Jection' },
+        emails: [
+          { value: 'w@x', type: 'work' },
+          { value: 'h@x', type: 'home' },
+        ],
+        [ENTERPRISE]: { department: 'Ops', employeeNumber: '9' },
+      });
+      const get = async (q: string) => json(await scim(h.app, 'GET', `/Users/${id}?${q}`));
+      expect(await get('attributes=name.givenName,emails.value')).toEqual({
+        schemas: expect.any(Array),
+        id,
+        name: { givenName: 'Pro' },
+        emails: [{ value: 'w@x' }, { value: 'h@x' }],
+      });
+      expect(await get(`attributes=${encodeURIComponent(`${ENTERPRISE}:department`)}`)).toEqual({ schemas: expect.any(Array), id, [ENTERPRISE]: { department: 'Ops' } });
+      expect((await get(`attributes=${encodeURIComponent('emails[type eq "home"]')}`)).emails).toEqual([{ value: 'h@x', type: 'home' }]);
+      const without = await get(`excludedAttributes=${encodeURIComponent(`${ENTERPRISE},groups,emails.type`)}`);
+      expect(without[ENTERPRISE]).toBeUndefined();
+      expect(without.schemas).not.toContain(ENTERPRISE);
+      expect(without.groups).toBeUndefined();
+      expect(without.emails).toEqual([{ value: 'w@x' }, { value: 'h@x' }]);
+      expect(without.id).toBe(id);
+      // id and schemas cannot be excluded.
+      expect(await get('excludedAttributes=id,schemas,meta,name,emails,userName,active,groups,' + encodeURIComponent(ENTERPRISE))).toEqual({ schemas: [USER_SCHEMA], id });
+    });
+  });
+
+  describe('ETags', () => {
+    it('returns meta.version as ETag and honours If-Match on PUT, PATCH and DELETE', async () => {
+      const created = await scim(h.app, 'POST', '/Users', user('etag'));
+      const id = json(created).id as string;
+      expect(created.headers.etag).toBe('W/"1"');
+      expect((await scim(h.app, 'GET', `/Users/${id}`)).headers.etag).toBe('W/"1"');
+      const stale = { headers: { 'if-match': 'W/"7"' } };
+      expectScimError(await scim(h.app, 'PUT', `/Users/${id}`, user('etag', { displayName: 'x' }), stale), 412);
+      expectScimError(await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'active', value: false }), stale), 412);
+      expectScimError(await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'displayName', value: 'y' }), stale), 412);
+      expectScimError(await scim(h.app, 'DELETE', `/Users/${id}`, undefined, stale), 412);
+      expect((await h.repo.getUser('entra-a', id))!).toMatchObject({ version: 1, active: true, displayName: null });
+
+      const put = await scim(h.app, 'PUT', `/Users/${id}`, user('etag', { displayName: 'x' }), { headers: { 'if-match': '"1"' } });
+      expect(put.statusCode, put.body).toBe(200);
+      expect(put.headers.etag).toBe('W/"2"');
+      const p = await scim(h.app, 'PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'active', value: false }), { headers: { 'if-match': 'W/"1", W/"2"' } });
+      expect(p.statusCode, p.body).toBe(204);
+      expect(p.headers.etag).toBe('W/"3"');
+      expect((await scim(h.app, 'DELETE', `/Users/${id}`, undefined, { headers: { 'if-match': '*' } })).statusCode).toBe(204);
+
+      const g = await createGroup(h, 'etag group');
+      expectScimError(await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'replace', path: 'displayName', value: 'n' }), stale), 412);
+      expectScimError(await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'add', path: 'members', value: [] }), stale), 412);
+      expectScimError(await scim(h.app, 'PUT', `/Groups/${g}`, { displayName: 'n' }, stale), 412);
+      expectScimError(await scim(h.app, 'DELETE', `/Groups/${g}`, undefined, stale), 412);
+      const ok = await scim(h.app, 'PATCH', `/Groups/${g}`, patch({ op: 'replace', path: 'displayName', value: 'n' }), { headers: { 'if-match': 'W/"1"' } });
+      expect(ok.statusCode, ok.body).toBe(204);
+      expect(ok.headers.etag).toBe('W/"2"');
     });
   });
 });

@@ -5,6 +5,8 @@ import { ScimHttpError } from './errors.ts';
 /** A source that may use SCIM: it has a token digest and a rate limit. */
 export interface ScimTenant {
   sourceId: string;
+  /** Which IdP the source is; decides the few response choices RFC 7644 leaves open (see routes.ts). */
+  idp: SourceConfig['idp'];
   rateLimitPerSecond: number;
 }
 
@@ -23,7 +25,7 @@ export class TokenAuthenticator {
 
   constructor(sources: SourceConfig[]) {
     this.entries = sources.flatMap((s) =>
-      s.scim ? [{ tenant: { sourceId: s.id, rateLimitPerSecond: s.scim.rateLimitPerSecond }, digest: Buffer.from(s.scim.tokenSha256, 'hex') }] : [],
+      s.scim ? [{ tenant: { sourceId: s.id, idp: s.idp, rateLimitPerSecond: s.scim.rateLimitPerSecond }, digest: Buffer.from(s.scim.tokenSha256, 'hex') }] : [],
     );
   }
 

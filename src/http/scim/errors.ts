@@ -1,6 +1,6 @@
 import type { FastifyReply } from 'fastify';
 import SCIMMY from 'scimmy';
-import { ConflictError, NotFoundError } from '../../store/identities.ts';
+import { ConflictError, FilterError, NotFoundError, UnknownMemberError } from '../../store/identities.ts';
 
 /** Every SCIM response, errors included, is sent with this type (RFC 7644 §8.1). */
 export const SCIM_CONTENT_TYPE = 'application/scim+json; charset=utf-8';
@@ -27,7 +27,7 @@ export interface ScimErrorBody {
 
 /**
  * An error raised by our own code with its SCIM shape already decided. Status codes scimmy's
- * ErrorResponse refuses (415, 429) are allowed here, so every error goes through one path.
+ * ErrorResponse refuses (412, 415, 429) are allowed here, so every error goes through one path.
  */
 export class ScimHttpError extends Error {
   readonly status: number;
@@ -43,40 +43,16 @@ export class ScimHttpError extends Error {
   }
 }
 
-/**
- * The store signals two different conflicts with ConflictError: a taken userName and a version
- * mismatch on replace (a concurrent write). Only the message tells them apart.
- */
-export function isVersionConflict(err: unknown): boolean {
-  return err instanceof ConflictError && /modified concurrently/.test(err.message);
-}
-
-/**
- * Turns anything thrown inside a scimmy handler into a SCIMMY error. scimmy maps every other
- * exception from a handler to "404 Resource not found" (and TypeErrors to 400), which would
- * report a database outage as a missing user; the original error is kept as `cause` for the log.
- */
-export function toScimmyError(err: unknown): Error {
-  if (err instanceof SCIMMY.Types.Error) return err;
-  if (err instanceof ScimHttpError) return withCause(scimmyError(err.status, err.scimType, err.message), err);
+/** Errors of the identity store, as SCIM errors. */
+function storeError(err: unknown): ScimHttpError | undefined {
   if (err instanceof ConflictError)
-    return withCause(scimmyError(409, isVersionConflict(err) ? null : 'uniqueness', err.message), err);
-  if (err instanceof NotFoundError) {
-    // The store also uses NotFoundError for member ids that do not exist (in this source): that is a bad value, not a missing resource.
-    if (/^member/.test(err.message)) return withCause(scimmyError(400, 'invalidValue', err.message), err);
-    return withCause(scimmyError(404, null, err.message), err);
-  }
-  return withCause(scimmyError(500, null, 'Internal server error'), err);
-}
-
-/** scimmy's typings demand a string scimType; the runtime (and RFC 7644) allow none. */
-export function scimmyError(status: number, scimType: ScimType | null | undefined, detail: string): Error {
-  return new SCIMMY.Types.Error(status, scimType as string, detail);
-}
-
-function withCause<T extends Error>(e: T, cause: unknown): T {
-  Object.defineProperty(e, 'cause', { value: cause, enumerable: false, configurable: true });
-  return e;
+    return err.kind === 'uniqueness'
+      ? new ScimHttpError(409, 'uniqueness', err.message)
+      : new ScimHttpError(409, undefined, `${err.message}; retry the request`);
+  if (err instanceof UnknownMemberError) return new ScimHttpError(400, 'invalidValue', err.message);
+  if (err instanceof FilterError) return new ScimHttpError(400, 'invalidFilter', err.message);
+  if (err instanceof NotFoundError) return new ScimHttpError(404, undefined, err.message);
+  return undefined;
 }
 
 interface FastifyishError {
@@ -93,7 +69,8 @@ export function scimError(err: unknown): { status: number; body: ScimErrorBody; 
     const status = Number(e.status) || 500;
     return build(status, (e.scimType ?? undefined) as ScimType | undefined, status >= 500 ? 'Internal server error' : e.message);
   }
-  if (err instanceof ConflictError || err instanceof NotFoundError) return scimError(toScimmyError(err));
+  const mapped = storeError(err);
+  if (mapped) return scimError(mapped);
   const f = (err ?? {}) as FastifyishError;
   switch (f.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':

@@ -97,13 +97,55 @@ function fixEnterprise(body: Obj): Obj {
   return out;
 }
 
-/** `roles` is multi-valued complex; some clients send plain strings. */
+/**
+ * Entra's AppRoleAssignmentsComplex PATCH sends each role as a JSON document inside `value`:
+ * `{"value": "{\"id\":\"…\",\"value\":\"25\",\"displayName\":\"Role1234\"}"}`.
+ */
+function decodeRole(s: string): Obj | undefined {
+  const t = s.trim();
+  if (!t.startsWith('{')) return undefined;
+  try {
+    const o = JSON.parse(t) as Json;
+    if (!isObj(o)) return undefined;
+    const value = o.value ?? o.id;
+    const display = o.displayName ?? o.display;
+    const out: Obj = {};
+    if (value !== undefined && value !== null) out.value = String(value);
+    if (display !== undefined && display !== null) out.display = String(display);
+    return Object.keys(out).length > 0 ? out : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function role(r: Json): Json {
+  if (typeof r === 'string') return decodeRole(r) ?? { value: r };
+  if (isObj(r)) {
+    const k = findKey(r, 'value');
+    const v = k === undefined ? undefined : r[k];
+    const decoded = typeof v === 'string' ? decodeRole(v) : undefined;
+    if (k !== undefined && decoded) {
+      const { [k]: _v, ...rest } = r;
+      return { ...rest, ...decoded };
+    }
+  }
+  return r;
+}
+
+/** `roles` is multi-valued complex; some clients send plain strings or JSON-encoded roles. */
 function fixRoles(body: Obj): Obj {
   const k = findKey(body, 'roles');
   if (k === undefined) return body;
   const v = body[k];
   const list = Array.isArray(v) ? v : v === undefined ? [] : [v];
-  return { ...body, [k]: list.map((r) => (typeof r === 'string' ? { value: r } : r)) };
+  return { ...body, [k]: list.map(role) };
+}
+
+/** Group members given as bare id strings become `{value}`. */
+function fixMembers(body: Obj): Obj {
+  const k = findKey(body, 'members');
+  if (k === undefined || !Array.isArray(body[k])) return body;
+  return { ...body, [k]: (body[k] as Json[]).map((m) => (typeof m === 'string' ? { value: m } : m)) };
 }
 
 /**
@@ -115,7 +157,7 @@ export function normaliseResource(body: unknown): unknown {
   if (!isObj(body)) return body;
   let out = stripNulls(body) as Obj;
   out = fixBooleans(out) as Obj;
-  out = fixRoles(fixEnterprise(out));
+  out = fixMembers(fixRoles(fixEnterprise(out)));
   for (const k of Object.keys(out)) if (['id', 'meta', 'groups'].includes(k.toLowerCase())) delete out[k];
   return out;
 }
@@ -144,9 +186,9 @@ function normaliseOperation(o: Obj): Obj {
   const out: Obj = {};
   for (const [k, v] of Object.entries(o)) {
     const lk = k.toLowerCase();
+    // Other keys (Microsoft's collection sends "name": "addMember") carry no meaning in RFC 7644.
     if (lk === 'op' && typeof v === 'string') out.op = v.toLowerCase();
     else if (lk === 'path' || lk === 'value') out[lk] = v;
-    else out[k] = v;
   }
   const path = typeof out.path === 'string' ? out.path.trim() : undefined;
   if (path !== undefined) {
@@ -157,6 +199,8 @@ function normaliseOperation(o: Obj): Obj {
       if (out.value !== undefined) out.value = managerValue(out.value);
     }
     if (lp === 'roles' && out.value !== undefined) out.value = (fixRoles({ roles: out.value }).roles ?? null) as Json;
+    if (lp.endsWith('.primary') || lp.endsWith('].primary')) out.value = bool(out.value ?? null);
+    else if (out.value !== undefined && typeof out.value === 'object') out.value = fixBooleans(out.value);
   } else if (isObj(out.value)) {
     // No path: the value's keys are attribute paths (Okta deactivation, Entra multi-attribute replace).
     let v = fixBooleans(out.value) as Obj;

@@ -1,15 +1,18 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import SCIMMY from 'scimmy';
 import type { SourceConfig } from '../../config/schema.ts';
-import type { IdentityRepo } from '../../store/identities.ts';
+import { ConflictError, type GroupChange, type IdentityRepo, type WriteContext } from '../../store/identities.ts';
 import { type ScimTenant, TokenAuthenticator } from './auth.ts';
-import { SCIM_CONTENT_TYPE, ScimHttpError, isVersionConflict, scimError, sendScimError } from './errors.ts';
-import { groupFilters, userFilters, wantsAttribute } from './filters.ts';
-import { applyMemberDelta, splitMemberOps } from './members.ts';
+import { groupCoercer, userCoercer } from './coerce.ts';
+import { SCIM_CONTENT_TYPE, ScimHttpError, scimError, sendScimError } from './errors.ts';
+import { memberChange, splitMemberOps } from './members.ts';
 import { type PatchOperation, normalisePatch, normaliseResource } from './normalise.ts';
+import { activeOnly, applyPatch } from './patch.ts';
+import { type Projection, project, projectionOf, wants } from './projection.ts';
+import { groupFilter, userFilter } from './query.ts';
 import { RateLimiter } from './rate-limit.ts';
-import { Groups, type ScimContext, Users, plain, toScimGroup, toScimUser } from './resources.ts';
-import { CORE_GROUP, DEFAULT_COUNT, LIST_RESPONSE, MAX_RESULTS } from './schema.ts';
+import { sameGroup, sameUser, toGroupInput, toScimGroup, toScimUser, toUserInput, weakVersion } from './resources.ts';
+import { CORE_GROUP, CORE_USER, DEFAULT_COUNT, ENTERPRISE_USER, LIST_RESPONSE, LOCKSTEP_USER, MAX_RESULTS, PATCH_OP, declareScimmy, withCanonicalValues } from './schema.ts';
 
 export interface ScimOptions {
   identities: IdentityRepo;
@@ -22,39 +25,33 @@ type Obj = Record<string, unknown>;
 type Query = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** What scimmy's Resource constructor parsed from the query (its typings do not expose it). */
-interface ParsedResource {
-  filter?: unknown;
-  attributes?: unknown;
-}
-/** scimmy resource instances as used here; ctx is ours (ScimContext), scimmy passes it through untouched. */
-interface ScimmyResourceInstance extends ParsedResource {
-  read(ctx?: ScimContext): Promise<unknown>;
-  write(body: unknown, ctx?: ScimContext): Promise<unknown>;
-  patch(body: unknown, ctx?: ScimContext): Promise<unknown>;
-  dispose(ctx?: ScimContext): Promise<void>;
-}
-type ResourceClass = new (idOrParams?: string | Obj, params?: Obj) => ScimmyResourceInstance;
-const UserResource = Users as unknown as ResourceClass;
-const GroupResource = Groups as unknown as ResourceClass;
+/** A write that lost a race with another write (version changed between read and write) is re-run this many times. */
+const ATTEMPTS = 3;
+const USER_EXTENSIONS = [ENTERPRISE_USER, LOCKSTEP_USER];
 
-/** A PATCH that lost a race with another write is re-run on the fresh resource this many times. */
-const PATCH_ATTEMPTS = 3;
+declare module 'fastify' {
+  interface FastifyRequest {
+    scimTenant: ScimTenant | null;
+  }
+}
 
 /**
- * SCIM 2.0 service provider (RFC 7643/7644) for Users and Groups, on scimmy driven from
- * Fastify routes. Register with a prefix: `app.register(scimRoutes, { prefix: '/scim/v2', ... })`.
+ * SCIM 2.0 service provider (RFC 7643/7644) for Users and Groups. Register with a prefix:
+ * `app.register(scimRoutes, { prefix: '/scim/v2', ... })`. See README.md in this folder for
+ * the endpoints, filters, extension and the leniencies real IdP clients need.
  *
  * Everything here is encapsulated in the plugin: content-type parsers, the SCIM error
  * handler, the 404 handler and the auth/rate-limit hook apply to /scim/v2 only.
  */
 export async function scimRoutes(app: FastifyInstance, opts: ScimOptions): Promise<void> {
-  // A fixed absolute base: scimmy's basepath() is process-global and would race between requests.
+  declareScimmy();
+  // A fixed absolute base: meta.location must not depend on request headers.
   const base = `${opts.publicBaseUrl.replace(/\/+$/, '')}${app.prefix}`;
   const authenticator = new TokenAuthenticator(opts.sources);
   const limiter = new RateLimiter();
-  const tenants = new WeakMap<FastifyRequest, ScimTenant>();
   const repo = opts.identities;
+  const users = userCoercer();
+  const groups = groupCoercer();
 
   // Only JSON media types are accepted; Fastify answers others with 415 (mapped to a SCIM error).
   app.removeAllContentTypeParsers();
@@ -70,29 +67,37 @@ export async function scimRoutes(app: FastifyInstance, opts: ScimOptions): Promi
 
   app.setErrorHandler((err, req, reply) => {
     const { status } = scimError(err);
-    if (status >= 500) req.log.error({ err: (err as { cause?: unknown }).cause ?? err }, 'SCIM request failed');
+    if (status >= 500) req.log.error({ err }, 'SCIM request failed');
     return sendScimError(reply, err);
   });
   app.setNotFoundHandler((req, reply) =>
     sendScimError(reply, new ScimHttpError(404, undefined, `${req.method} ${req.url.split('?')[0]} is not a SCIM endpoint`)),
   );
 
+  app.decorateRequest('scimTenant', null);
   app.addHook('onRequest', async (req, reply) => {
     const tenant = authenticator.authenticate(req.headers.authorization);
     const decision = limiter.take(tenant.sourceId, tenant.rateLimitPerSecond);
     const headers = RateLimiter.headers(decision);
     if (!decision.allowed) throw new ScimHttpError(429, undefined, `Too many requests: at most ${decision.limit} per second for this token`, headers);
     reply.headers(headers);
-    tenants.set(req, tenant);
+    req.scimTenant = tenant;
   });
 
-  const ctxOf = (req: FastifyRequest): ScimContext => {
-    const tenant = tenants.get(req);
-    if (!tenant) throw new ScimHttpError(401, undefined, 'not authenticated');
-    return { sourceId: tenant.sourceId, repo, base, write: { actor: `scim:${tenant.sourceId}`, correlationId: String(req.id) } };
+  const tenantOf = (req: FastifyRequest): ScimTenant => {
+    if (!req.scimTenant) throw new ScimHttpError(401, undefined, 'not authenticated');
+    return req.scimTenant;
   };
-
+  const writeCtx = (req: FastifyRequest): WriteContext => ({ actor: `scim:${tenantOf(req).sourceId}`, correlationId: String(req.id) });
   const send = (reply: FastifyReply, status: number, body: unknown) => reply.code(status).type(SCIM_CONTENT_TYPE).send(body);
+  const sendResource = (reply: FastifyReply, status: number, resource: Obj, proj: Projection | undefined) => {
+    const meta = resource.meta as Obj;
+    reply.header('etag', meta.version as string);
+    if (status === 201) reply.header('location', meta.location as string);
+    return send(reply, status, project(resource, proj));
+  };
+  const userProjection = (q: unknown) => projectionOf(isObj(q) ? q : {}, CORE_USER, USER_EXTENSIONS);
+  const groupProjection = (q: unknown) => projectionOf(isObj(q) ? q : {}, CORE_GROUP, []);
 
   // ---------- discovery ----------
 
@@ -103,7 +108,7 @@ export async function scimRoutes(app: FastifyInstance, opts: ScimOptions): Promi
 
   app.get('/Schemas', async (_req, reply) => send(reply, 200, discoveryList(plain(await new SCIMMY.Resources.Schema().read()), 'Schemas', 'id')));
   app.get<{ Params: { id: string } }>('/Schemas/:id', async (req, reply) =>
-    send(reply, 200, locate(plain(await new SCIMMY.Resources.Schema(req.params.id).read()), 'Schemas', 'id')),
+    send(reply, 200, locate(withCanonicalValues(plain(await new SCIMMY.Resources.Schema(req.params.id).read())), 'Schemas', 'id')),
   );
   app.get('/ResourceTypes', async (_req, reply) =>
     send(reply, 200, discoveryList(plain(await new SCIMMY.Resources.ResourceType().read()), 'ResourceTypes', 'name')),
@@ -116,8 +121,8 @@ export async function scimRoutes(app: FastifyInstance, opts: ScimOptions): Promi
     return { ...item, meta: { ...(item.meta as Obj), location: `${base}/${endpoint}/${String(item[key])}` } };
   }
   function discoveryList(list: Obj, endpoint: string, key: string): Obj {
-    const resources = (list.Resources as Obj[]).map((r) => locate(r, endpoint, key));
-    return { ...list, Resources: resources, totalResults: resources.length, itemsPerPage: resources.length, startIndex: 1 };
+    const resources = (list.Resources as Obj[]).map((r) => locate(endpoint === 'Schemas' ? withCanonicalValues(r) : r, endpoint, key));
+    return { schemas: [LIST_RESPONSE], totalResults: resources.length, startIndex: 1, itemsPerPage: resources.length, Resources: resources };
   }
 
   for (const path of ['/Bulk', '/Me', '/.search']) {
@@ -128,84 +133,285 @@ export async function scimRoutes(app: FastifyInstance, opts: ScimOptions): Promi
 
   // ---------- Users ----------
 
-  app.get<{ Querystring: Query }>('/Users', async (req, reply) => send(reply, 200, await listUsers(ctxOf(req), req.query)));
-  app.post('/Users/.search', async (req, reply) => send(reply, 200, await listUsers(ctxOf(req), searchQuery(req.body))));
-  app.get<{ Params: { id: string }; Querystring: Query }>('/Users/:id', async (req, reply) =>
-    send(reply, 200, plain(await new UserResource(req.params.id, attributeParams(req.query)).read(ctxOf(req)))),
-  );
+  const listUsers = async (req: FastifyRequest, query: Query) => {
+    const t = tenantOf(req);
+    const q = listQuery(query);
+    const proj = userProjection(query);
+    const page = await repo.listUsers(t.sourceId, q.filter !== undefined ? userFilter(q.filter) : undefined, q.startIndex, q.count, { groups: wants(proj, 'groups') });
+    return listResponse(
+      page.items.map((u) => project(toScimUser(u, base), proj)),
+      page.total,
+      q.startIndex,
+    );
+  };
+
+  app.get<{ Querystring: Query }>('/Users', async (req, reply) => send(reply, 200, await listUsers(req, req.query)));
+  app.post('/Users/.search', async (req, reply) => send(reply, 200, await listUsers(req, searchQuery(req.body))));
+
+  app.get<{ Params: { id: string }; Querystring: Query }>('/Users/:id', async (req, reply) => {
+    const proj = userProjection(req.query);
+    const u = await repo.getUser(tenantOf(req).sourceId, req.params.id, { groups: wants(proj, 'groups') });
+    if (!u) throw notFound('User', req.params.id);
+    return sendResource(reply, 200, toScimUser(u, base), proj);
+  });
+
   app.post<{ Querystring: Query }>('/Users', async (req, reply) => {
-    const created = plain<Obj>(await new UserResource(attributeParams(req.query)).write(normaliseResource(req.body), ctxOf(req)));
-    return send(reply.header('location', (created.meta as Obj).location as string), 201, created);
+    const proj = userProjection(req.query);
+    const input = toUserInput(users.coerce(normaliseResource(req.body)));
+    const created = await repo.createUser(tenantOf(req).sourceId, input, writeCtx(req));
+    return sendResource(reply, 201, toScimUser(created, base), proj);
   });
-  app.put<{ Params: { id: string }; Querystring: Query }>('/Users/:id', async (req, reply) =>
-    send(reply, 200, plain(await new UserResource(req.params.id, attributeParams(req.query)).write(normaliseResource(req.body), ctxOf(req)))),
-  );
-  app.patch<{ Params: { id: string }; Querystring: Query }>('/Users/:id', async (req, reply) => {
+
+  app.put<{ Params: { id: string }; Querystring: Query }>('/Users/:id', async (req, reply) => {
+    const t = tenantOf(req);
     const id = req.params.id;
-    const message = validPatch(req.body);
-    const ops = message.Operations;
-    // Entra's validator sends an empty PATCH; RFC 7644 calls it invalid, clients expect a no-op.
-    if (ops.length > 0) await patchWithRetry(UserResource, id, message, () => ctxOf(req));
-    // PATCH user answers 200 with the resource (read after the write, with the requested attributes).
-    return send(reply, 200, plain(await new UserResource(id, attributeParams(req.query)).read(ctxOf(req))));
+    const proj = userProjection(req.query);
+    const cond = ifMatch(req);
+    const input = toUserInput(users.coerce(normaliseResource(req.body)));
+    for (let attempt = 1; ; attempt++) {
+      const cur = await repo.getUser(t.sourceId, id);
+      if (!cur) throw notFound('User', id);
+      checkVersion(cond, cur.version);
+      // Okta PUTs the whole user on every profile push; an unchanged user is not a change.
+      if (sameUser(cur, input)) return sendResource(reply, 200, toScimUser(cur, base), proj);
+      try {
+        const rec = await repo.replaceUser(t.sourceId, id, input, writeCtx(req), cur.version);
+        return sendResource(reply, 200, toScimUser(rec, base), proj);
+      } catch (err) {
+        if (!retryable(err, cond, attempt)) throw err;
+      }
+    }
   });
+
+  app.patch<{ Params: { id: string }; Querystring: Query }>('/Users/:id', async (req, reply) => {
+    const t = tenantOf(req);
+    const id = req.params.id;
+    const proj = userProjection(req.query);
+    const cond = ifMatch(req);
+    const ops = validPatch(req.body).Operations;
+    const fast = ops.length === 0 ? { active: undefined } : activeOnly(ops);
+    let version: number;
+    if (fast && fast.active === undefined) {
+      // Nothing lockstep stores changes (empty Operations; Okta's password sync).
+      const cur = await repo.getUser(t.sourceId, id, { groups: false });
+      if (!cur) throw notFound('User', id);
+      checkVersion(cond, cur.version);
+      version = cur.version;
+    } else if (fast && (!cond || cond.any || cond.versions.size === 1)) {
+      // Deactivation / re-activation: one column, no read of the resource.
+      const expected = cond && !cond.any ? [...cond.versions][0] : undefined;
+      try {
+        version = (await repo.setActive(t.sourceId, id, fast.active!, writeCtx(req), expected)).version;
+      } catch (err) {
+        if (err instanceof ConflictError && err.kind === 'version') throw preconditionFailed();
+        throw err;
+      }
+    } else {
+      version = await patchUser(req, t, id, ops, cond);
+    }
+    return patchResponse(reply, t, proj, version, async () => {
+      const u = await repo.getUser(t.sourceId, id, { groups: wants(proj, 'groups') });
+      if (!u) throw notFound('User', id);
+      return toScimUser(u, base);
+    });
+  });
+
+  /** A general user PATCH: read, apply (scimmy), validate, write with the version read. Returns the version after. */
+  async function patchUser(req: FastifyRequest, t: ScimTenant, id: string, ops: PatchOperation[], cond: IfMatch | undefined): Promise<number> {
+    for (let attempt = 1; ; attempt++) {
+      const cur = await repo.getUser(t.sourceId, id, { groups: false });
+      if (!cur) throw notFound('User', id);
+      checkVersion(cond, cur.version);
+      if (ops.length === 0) return cur.version;
+      const patched = await applyPatch('User', toScimUser(cur, base), ops);
+      if (!patched) return cur.version;
+      const input = toUserInput(users.coerce(patched));
+      if (sameUser(cur, input)) return cur.version;
+      try {
+        return (await repo.replaceUser(t.sourceId, id, input, writeCtx(req), cur.version)).version;
+      } catch (err) {
+        if (!retryable(err, cond, attempt)) throw err;
+      }
+    }
+  }
+
   app.delete<{ Params: { id: string } }>('/Users/:id', async (req, reply) => {
-    await new UserResource(req.params.id).dispose(ctxOf(req));
+    const t = tenantOf(req);
+    const expected = await expectedVersion(ifMatch(req), async () => (await repo.getUser(t.sourceId, req.params.id, { groups: false }))?.version);
+    try {
+      await repo.deleteUser(t.sourceId, req.params.id, writeCtx(req), expected);
+    } catch (err) {
+      if (err instanceof ConflictError && err.kind === 'version') throw preconditionFailed();
+      throw err;
+    }
     return reply.code(204).send();
   });
 
   // ---------- Groups ----------
 
-  app.get<{ Querystring: Query }>('/Groups', async (req, reply) => send(reply, 200, await listGroups(ctxOf(req), req.query)));
-  app.post('/Groups/.search', async (req, reply) => send(reply, 200, await listGroups(ctxOf(req), searchQuery(req.body))));
-  app.get<{ Params: { id: string }; Querystring: Query }>('/Groups/:id', async (req, reply) =>
-    send(reply, 200, plain(await new GroupResource(req.params.id, attributeParams(req.query)).read(ctxOf(req)))),
-  );
+  const listGroups = async (req: FastifyRequest, query: Query) => {
+    const t = tenantOf(req);
+    const q = listQuery(query);
+    const proj = groupProjection(query);
+    const page = await repo.listGroups(t.sourceId, q.filter !== undefined ? groupFilter(q.filter) : undefined, q.startIndex, q.count, wants(proj, 'members'));
+    return listResponse(
+      page.items.map((g) => project(toScimGroup(g, base), proj)),
+      page.total,
+      q.startIndex,
+    );
+  };
+
+  app.get<{ Querystring: Query }>('/Groups', async (req, reply) => send(reply, 200, await listGroups(req, req.query)));
+  app.post('/Groups/.search', async (req, reply) => send(reply, 200, await listGroups(req, searchQuery(req.body))));
+
+  app.get<{ Params: { id: string }; Querystring: Query }>('/Groups/:id', async (req, reply) => {
+    const proj = groupProjection(req.query);
+    const g = await repo.getGroup(tenantOf(req).sourceId, req.params.id, wants(proj, 'members'));
+    if (!g) throw notFound('Group', req.params.id);
+    return sendResource(reply, 200, toScimGroup(g, base), proj);
+  });
+
   app.post<{ Querystring: Query }>('/Groups', async (req, reply) => {
-    const created = plain<Obj>(await new GroupResource(attributeParams(req.query)).write(normaliseResource(req.body), ctxOf(req)));
-    return send(reply.header('location', (created.meta as Obj).location as string), 201, created);
+    const proj = groupProjection(req.query);
+    const body = normaliseResource(req.body);
+    const { input, members, ignored } = toGroupInput(groups.coerce(body), (body as Obj).members);
+    const g = await repo.createGroup(tenantOf(req).sourceId, input, members, writeCtx(req), { ignored, withMembers: wants(proj, 'members') });
+    return sendResource(reply, 201, toScimGroup(g, base), proj);
   });
-  app.put<{ Params: { id: string }; Querystring: Query }>('/Groups/:id', async (req, reply) =>
-    send(reply, 200, plain(await new GroupResource(req.params.id, attributeParams(req.query)).write(normaliseResource(req.body), ctxOf(req)))),
-  );
+
+  app.put<{ Params: { id: string }; Querystring: Query }>('/Groups/:id', async (req, reply) => {
+    const t = tenantOf(req);
+    const proj = groupProjection(req.query);
+    const body = normaliseResource(req.body);
+    const { input, members, ignored } = toGroupInput(groups.coerce(body), (body as Obj).members);
+    const expected = await expectedVersion(ifMatch(req), async () => (await repo.getGroup(t.sourceId, req.params.id, false))?.version);
+    try {
+      // PUT replaces the whole group, membership included (RFC 7644 §3.5.1).
+      const g = await repo.replaceGroup(t.sourceId, req.params.id, input, members, writeCtx(req), { expectedVersion: expected, withMembers: wants(proj, 'members'), ignored });
+      return sendResource(reply, 200, toScimGroup(g, base), proj);
+    } catch (err) {
+      if (err instanceof ConflictError && err.kind === 'version') throw preconditionFailed();
+      throw err;
+    }
+  });
+
   app.patch<{ Params: { id: string }; Querystring: Query }>('/Groups/:id', async (req, reply) => {
+    const t = tenantOf(req);
     const id = req.params.id;
-    const ctx = ctxOf(req);
-    const message = validPatch(req.body);
-    const { delta, rest } = splitMemberOps(message.Operations);
-    // Non-member ops first: scimmy validates them all before writing, so a bad op fails before any membership changes.
-    if (rest.length > 0) await patchWithRetry(GroupResource, id, { ...message, Operations: rest }, () => ctxOf(req));
-    if (delta) await applyMemberDelta(repo, ctx.sourceId, id, delta, ctx.write);
-    if (rest.length === 0 && !delta && !(await repo.getGroup(ctx.sourceId, id, false))) throw new ScimHttpError(404, undefined, `Group ${id} not found`);
+    const proj = groupProjection(req.query);
+    const cond = ifMatch(req);
+    const { delta, rest } = splitMemberOps(validPatch(req.body).Operations);
+    const single = cond && !cond.any && cond.versions.size === 1 ? [...cond.versions][0] : undefined;
+    let version = 0;
+    for (let attempt = 1; ; attempt++) {
+      // Own attributes (Okta renames on every push) are computed first, then written together
+      // with the membership delta in one transaction, guarded by the version they were read at.
+      const change: GroupChange = delta ? memberChange(delta) : {};
+      let expected = single;
+      if (rest.length > 0 || (cond && !cond.any && single === undefined)) {
+        const cur = await repo.getGroup(t.sourceId, id, false);
+        if (!cur) throw notFound('Group', id);
+        checkVersion(cond, cur.version);
+        if (cond && !cond.any) expected = cur.version;
+        const patched = rest.length > 0 ? await applyPatch('Group', toScimGroup(cur, base), rest) : undefined;
+        if (patched) {
+          const next = toGroupInput(groups.coerce(patched), undefined).input;
+          if (!sameGroup(cur, next)) {
+            change.input = next;
+            expected = cur.version;
+          }
+        }
+      }
+      try {
+        // Member changes alone commute with other writes; they need no version unless the client gave one.
+        version = (await repo.changeGroup(t.sourceId, id, change, writeCtx(req), expected)).version;
+        break;
+      } catch (err) {
+        if (!retryable(err, cond, attempt)) throw err;
+      }
+    }
     // Entra: PATCH on a group "should yield 204"; a body only when the client asks for attributes.
-    const params = attributeParams(req.query);
-    if (Object.keys(params).length === 0) return reply.code(204).send();
-    return send(reply, 200, plain(await new GroupResource(id, params).read(ctx)));
+    if (!proj) return reply.code(204).header('etag', weakVersion(version)).send();
+    const g = await repo.getGroup(t.sourceId, id, wants(proj, 'members'));
+    if (!g) throw notFound('Group', id);
+    return sendResource(reply, 200, toScimGroup(g, base), proj);
   });
+
   app.delete<{ Params: { id: string } }>('/Groups/:id', async (req, reply) => {
-    await new GroupResource(req.params.id).dispose(ctxOf(req));
+    const t = tenantOf(req);
+    const expected = await expectedVersion(ifMatch(req), async () => (await repo.getGroup(t.sourceId, req.params.id, false))?.version);
+    try {
+      await repo.deleteGroup(t.sourceId, req.params.id, writeCtx(req), expected);
+    } catch (err) {
+      if (err instanceof ConflictError && err.kind === 'version') throw preconditionFailed();
+      throw err;
+    }
     return reply.code(204).send();
   });
 
   // ---------- helpers ----------
 
-  /** Lists straight from the store (SQL filter and paging); scimmy parses the query and shapes each resource. */
-  async function listUsers(ctx: ScimContext, query: Query) {
-    const { params, startIndex, count } = listQuery(query);
-    const parsed = new UserResource(params);
-    const page = await ctx.repo.listUsers(ctx.sourceId, userFilters(parsed.filter), startIndex, count);
-    const resources = page.items.map((u) => plain(new SCIMMY.Schemas.User(toScimUser(u, ctx.base), 'out', undefined, parsed.attributes as never)));
-    return listResponse(resources, page.total, startIndex);
+  /**
+   * PATCH on a user: RFC 7644 §3.5.2 allows 200 with the resource or 204. Entra's documentation
+   * and Microsoft's collection use 204 (and Entra accepts both); Okta's documentation shows
+   * 200 with the user, and 200 is the safe choice for other clients. So: 204 for Entra
+   * sources, 200 with the resource otherwise, and always 200 when the client names
+   * attributes or excludedAttributes.
+   */
+  async function patchResponse(reply: FastifyReply, t: ScimTenant, proj: Projection | undefined, version: number, load: () => Promise<Obj>) {
+    if (!proj && t.idp === 'entra') return reply.code(204).header('etag', weakVersion(version)).send();
+    return sendResource(reply, 200, await load(), proj);
   }
+}
 
-  async function listGroups(ctx: ScimContext, query: Query) {
-    const { params, startIndex, count } = listQuery(query);
-    const parsed = new GroupResource(params);
-    const withMembers = wantsAttribute(parsed.attributes, 'members', CORE_GROUP);
-    const page = await ctx.repo.listGroups(ctx.sourceId, groupFilters(parsed.filter), startIndex, count, withMembers);
-    const resources = page.items.map((g) => plain(new SCIMMY.Schemas.Group(toScimGroup(g, ctx.base), 'out', undefined, parsed.attributes as never)));
-    return listResponse(resources, page.total, startIndex);
-  }
+/** A scimmy message as plain JSON (scimmy objects are Errors or carry accessors Fastify would mis-serialise). */
+function plain<T = Obj>(v: unknown): T {
+  return JSON.parse(JSON.stringify(v)) as T;
+}
+
+function notFound(kind: string, id: string): ScimHttpError {
+  return new ScimHttpError(404, undefined, `${kind} ${id} not found`);
+}
+
+function preconditionFailed(): ScimHttpError {
+  return new ScimHttpError(412, undefined, 'The resource has changed: If-Match does not match its current version (meta.version)');
+}
+
+interface IfMatch {
+  any: boolean;
+  versions: Set<number>;
+}
+
+/** `If-Match: W/"3"`, `"3"`, a list of them, or `*` (RFC 9110 §13.1.1; weak comparison as meta.version is weak). */
+function ifMatch(req: FastifyRequest): IfMatch | undefined {
+  const h = req.headers['if-match'];
+  if (h === undefined || h === '') return undefined;
+  const text = Array.isArray(h) ? h.join(',') : h;
+  if (text.trim() === '*') return { any: true, versions: new Set() };
+  const versions = new Set<number>();
+  for (const m of text.matchAll(/(?:W\/)?"(\d+)"/g)) versions.add(Number(m[1]));
+  return { any: false, versions };
+}
+
+function checkVersion(cond: IfMatch | undefined, version: number): void {
+  if (cond && !cond.any && !cond.versions.has(version)) throw preconditionFailed();
+}
+
+/** The version a write must find, from If-Match; reads the current one only for a list of several. */
+async function expectedVersion(cond: IfMatch | undefined, current: () => Promise<number | undefined>): Promise<number | undefined> {
+  if (!cond || cond.any) return undefined;
+  if (cond.versions.size === 1) return [...cond.versions][0];
+  const v = await current();
+  if (v === undefined) return undefined; // the write reports 404
+  checkVersion(cond, v);
+  return v;
+}
+
+/** Whether a failed write should be re-run: a version conflict we caused by reading first, not one the client asked for. */
+function retryable(err: unknown, cond: IfMatch | undefined, attempt: number): boolean {
+  if (!(err instanceof ConflictError) || err.kind !== 'version') return false;
+  if (cond && !cond.any) throw preconditionFailed();
+  return attempt < ATTEMPTS;
 }
 
 /**
@@ -229,72 +435,51 @@ function intParam(v: unknown, name: string): number | undefined {
   return Number.parseInt(s, 10);
 }
 
-/** attributes / excludedAttributes only (for single-resource requests). */
-function attributeParams(query: unknown): Obj {
-  const q = isObj(query) ? query : {};
-  const out: Obj = {};
-  for (const key of ['attributes', 'excludedAttributes']) {
-    const v = one(q[key]);
-    if (v !== undefined && v.trim() !== '') out[key] = v;
-  }
-  return out;
-}
-
 /** Query of a list request: integers for paging (RFC 7644 §3.4.2.4: startIndex < 1 means 1, count < 0 means 0). */
-function listQuery(query: unknown): { params: Obj; startIndex: number; count: number } {
+function listQuery(query: unknown): { filter: string | undefined; startIndex: number; count: number } {
   const q = isObj(query) ? query : {};
-  const params = attributeParams(q);
   const filter = one(q.filter);
-  if (filter !== undefined) params.filter = filter;
+  if (filter !== undefined && filter.trim() === '') throw new ScimHttpError(400, 'invalidFilter', 'filter is empty');
   const startIndex = Math.max(1, intParam(q.startIndex, 'startIndex') ?? 1);
   const count = Math.min(MAX_RESULTS, Math.max(0, intParam(q.count, 'count') ?? DEFAULT_COUNT));
-  return { params, startIndex, count };
+  return { filter, startIndex, count };
 }
 
-/** A SearchRequest body (POST /.search) as list query parameters; scimmy validates its shape. */
+/** A SearchRequest body (POST /.search) as list query parameters. */
 function searchQuery(body: unknown): Query {
-  const sr = new SCIMMY.Messages.SearchRequest(body as never) as unknown as {
-    filter?: string;
-    attributes?: string[];
-    excludedAttributes?: string[];
-    startIndex?: number;
-    count?: number;
+  if (!isObj(body)) throw new ScimHttpError(400, 'invalidSyntax', 'SearchRequest body must be a JSON object');
+  const list = (v: unknown, name: string): string | undefined => {
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new ScimHttpError(400, 'invalidValue', `${name} must be a list of attribute names`);
+    return v.length > 0 ? v.join(',') : undefined;
   };
   const q: Query = {};
-  if (sr.filter !== undefined) q.filter = sr.filter;
-  if (sr.attributes?.length) q.attributes = sr.attributes.join(',');
-  if (sr.excludedAttributes?.length) q.excludedAttributes = sr.excludedAttributes.join(',');
-  if (sr.startIndex !== undefined) q.startIndex = String(sr.startIndex);
-  if (sr.count !== undefined) q.count = String(sr.count);
+  if (body.filter !== undefined) {
+    if (typeof body.filter !== 'string') throw new ScimHttpError(400, 'invalidFilter', 'filter must be a string');
+    q.filter = body.filter;
+  }
+  const attributes = list(body.attributes, 'attributes');
+  const excluded = list(body.excludedAttributes, 'excludedAttributes');
+  if (attributes) q.attributes = attributes;
+  if (excluded) q.excludedAttributes = excluded;
+  for (const k of ['startIndex', 'count'] as const) if (body[k] !== undefined) q[k] = String(body[k]);
   return q;
 }
 
-/** A normalised PatchOp message, validated by scimmy (empty `Operations` allowed: a no-op). */
+/** A normalised PatchOp message (empty `Operations` allowed: Entra's validator sends it, clients expect a no-op). */
 function validPatch(body: unknown): { schemas: string[]; Operations: PatchOperation[] } {
   const message = normalisePatch(body);
   if (!isObj(message)) throw new ScimHttpError(400, 'invalidSyntax', 'PATCH body must be a PatchOp message object');
   const ops = message.Operations;
   if (!Array.isArray(ops)) throw new ScimHttpError(400, 'invalidSyntax', 'PatchOp message needs an "Operations" array');
-  if (ops.length > 0) new SCIMMY.Messages.PatchOp(message as never);
-  else if (!Array.isArray(message.schemas) || !message.schemas.includes('urn:ietf:params:scim:api:messages:2.0:PatchOp'))
+  if (!Array.isArray(message.schemas) || !message.schemas.includes(PATCH_OP))
     throw new ScimHttpError(400, 'invalidSyntax', 'PatchOp message must declare the PatchOp schema');
+  ops.forEach((o, i) => {
+    if (!isObj(o) || !['add', 'remove', 'replace'].includes(String(o.op)))
+      throw new ScimHttpError(400, 'invalidSyntax', `operation ${i + 1}: "op" must be add, remove or replace`);
+    if (o.path !== undefined && typeof o.path !== 'string') throw new ScimHttpError(400, 'invalidPath', `operation ${i + 1}: "path" must be a string`);
+    if (o.op === 'remove' && o.path === undefined) throw new ScimHttpError(400, 'noTarget', `operation ${i + 1}: "remove" needs a path`);
+    if (o.op !== 'remove' && o.value === undefined) throw new ScimHttpError(400, 'invalidValue', `operation ${i + 1}: "${String(o.op)}" needs a value`);
+  });
   return message as { schemas: string[]; Operations: PatchOperation[] };
-}
-
-/**
- * Runs a PATCH through scimmy (read → apply → write). The write carries the version the read
- * saw; if another request wrote in between, the store refuses it and the PATCH is re-applied to
- * the fresh resource rather than overwriting that change.
- */
-async function patchWithRetry(R: ResourceClass, id: string, message: Obj, ctxOf: () => ScimContext): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    const ctx: ScimContext = { ...ctxOf(), patch: {} };
-    try {
-      await new R(id).patch(message, ctx);
-      return;
-    } catch (err) {
-      if (attempt < PATCH_ATTEMPTS && isVersionConflict((err as { cause?: unknown }).cause)) continue;
-      throw err;
-    }
-  }
 }
