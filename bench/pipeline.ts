@@ -73,23 +73,28 @@ async function main() {
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
   const launch = (args: string[]) => spawn(process.execPath, [...prof, join(ROOT, 'src/cli.ts'), ...args], { stdio: ['ignore', process.env.BENCH_LOG_LEVEL ? 'inherit' : 'ignore', 'inherit'] });
   const children = [launch(['serve', '--config', cfgFile, ...(SPLIT ? ['--no-workers'] : [])])];
+  const base = `http://127.0.0.1:${port}`;
+  const agent = new Agent({ connections: CONCURRENCY * 2, pipelining: 1 });
+  const healthy = async (url: string) => {
+    for (let i = 0; ; i++) {
+      try {
+        const r = await request(`${url}/healthz`, { dispatcher: agent });
+        await r.body.text();
+        if (r.statusCode === 200) return;
+      } catch {}
+      if (i > 200) throw new Error(`lockstep at ${url} did not start`);
+      await sleep(100);
+    }
+  };
+  await healthy(base);
   if (SPLIT) {
+    // Started after serve has migrated the fresh database, so the two do not race to create it.
     const workerCfg = join(dir, 'worker.json');
     writeFileSync(workerCfg, JSON.stringify({ ...config, server: { ...config.server, port: port + 1 } }));
     children.push(launch(['worker', '--config', workerCfg]));
+    await healthy(`http://127.0.0.1:${port + 1}`);
   }
   const child = children[0]!;
-  const base = `http://127.0.0.1:${port}`;
-  const agent = new Agent({ connections: CONCURRENCY * 2, pipelining: 1 });
-  for (let i = 0; ; i++) {
-    try {
-      const r = await request(`${base}/healthz`, { dispatcher: agent });
-      await r.body.text();
-      if (r.statusCode === 200) break;
-    } catch {}
-    if (i > 200) throw new Error('lockstep did not start');
-    await sleep(100);
-  }
   const db = new DatabaseSync(dbPath, { readOnly: true });
   const countAccepted = db.prepare("select count(*) as n from operations where state = 'accepted' and kind = ?");
   const countOpen = db.prepare("select count(*) as n from operations where state in ('pending','running')");
