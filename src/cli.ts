@@ -16,6 +16,10 @@ Usage:
                                      --no-workers: HTTP only, with \`lockstep worker\` processes beside it
   lockstep worker  [--config FILE]   queue workers only (scale-out); serves health and metrics
   lockstep migrate [--config FILE]   apply database migrations and exit
+  lockstep reconcile [--dry-run] [--json] [--limit N] [--config FILE]
+                                     --dry-run: print everyone's plan (grants, revocations, tasks),
+                                     apply nothing; without: reconcile everyone and every source
+                                     (the running daemon carries it out)
   lockstep audit verify [--config FILE]   check the audit hash chain; exit 1 if tampered
   lockstep sim iloq [--port N]       run the iLOQ API v2 simulator alone
   lockstep sim cliq [--port N] [--token T] [--tls-dir DIR]
@@ -43,6 +47,10 @@ async function main(argv: string[]): Promise<number> {
         await store.close();
       }
       return 0;
+    }
+    case 'reconcile': {
+      const { reconcileCommand } = await import('./sources/cli.ts');
+      return reconcileCommand(config(argv), argv);
     }
     case 'audit': {
       if (sub !== 'verify') return usage(`unknown audit command "${sub ?? ''}"`);

@@ -13,6 +13,7 @@ import { openStore, type Store } from './store/db.ts';
 import { IdentityRepo } from './store/identities.ts';
 import { managedAccess } from './domain/policy.ts';
 import { reconcileAllIfPolicyChanged } from './reconcile/policy-change.ts';
+import { createSourceRuntime, type SourceRuntime } from './sources/index.ts';
 
 /** A configuration the daemon cannot run with, found at start; printed without a stack trace. */
 export class StartupError extends Error {
@@ -44,6 +45,8 @@ export interface Runtime {
   identities: IdentityRepo;
   engine: Engine;
   lockSystems: Map<string, LockSystem>;
+  /** Identity sources (hooks, confirmation, reconciliation, drift). */
+  sources: SourceRuntime;
   app: FastifyInstance | undefined;
   /** Where the HTTP server listens, when it does. */
   url: string | undefined;
@@ -106,18 +109,21 @@ export async function startLockstep(config: Config, log: Logger, opts: { http: b
     const engine = new Engine({ config, store, identities, lockSystems, log, metrics });
     closers.push(() => engine.stop(config.server.shutdownGraceMs));
     if (opts.workers) engine.startWorkers();
+    const sources = await createSourceRuntime({ config, store, identities, lockSystems, log, enqueueReconcile: (marks) => engine.queues.enqueueReconcile(marks) });
+    closers.push(() => sources.close());
+    if (opts.workers) await sources.start();
 
     let app: FastifyInstance | undefined;
     let url: string | undefined;
     if (opts.http || opts.probes) {
       // `worker` processes serve only health, readiness and metrics, so they can be monitored.
-      app = await buildApp({ config, store, identities, engine, metrics, log, probesOnly: !opts.http });
+      app = await buildApp({ config, store, identities, engine, metrics, log, probesOnly: !opts.http, sources });
       url = await app.listen({ host: config.server.host, port: config.server.port });
       const a = app;
       closers.push(() => a.close());
       log.info({ url }, 'lockstep listening');
     }
-    return { config, store, identities, engine, lockSystems, app, url, close };
+    return { config, store, identities, engine, lockSystems, sources, app, url, close };
   } catch (err) {
     await close();
     throw err;

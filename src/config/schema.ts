@@ -1,4 +1,8 @@
 import { z } from 'zod';
+import { entraSourceSchema } from '../../adapters/idp/entra/config.ts';
+import { oktaSourceSchema } from '../../adapters/idp/okta/config.ts';
+import { oneIdentitySourceSchema } from '../../adapters/idp/oneidentity/config.ts';
+import { sailpointSourceSchema } from '../../adapters/idp/sailpoint/config.ts';
 
 /**
  * The one configuration file, validated at start. Every section has defaults that make
@@ -15,6 +19,18 @@ const id = z
   .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'must be 1-63 characters of a-z, 0-9, "-" or "_", starting with a letter or digit');
 
 const duration = z.number().int().nonnegative();
+
+/** A duration as milliseconds or a string such as "90s", "15m", "6h", "1d" (identity-source schedules). */
+export const every = z.union([
+  duration,
+  z
+    .string()
+    .regex(/^\d+(ms|s|m|h|d)$/, 'a duration such as "90s", "15m", "6h" or "1d" (or milliseconds as a number)')
+    .transform((v) => {
+      const [, n, unit] = /^(\d+)(ms|s|m|h|d)$/.exec(v)!;
+      return Number(n) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[unit as 'ms' | 's' | 'm' | 'h' | 'd'];
+    }),
+]);
 
 export const serverSchema = z
   .object({
@@ -67,6 +83,22 @@ export const sourceSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * API connection of the source (webhooks, confirmation reads, delta, snapshots): the section
+     * named like `idp`. Absent: the source is SCIM push only. See src/sources/README.md.
+     */
+    okta: oktaSourceSchema.optional(),
+    entra: entraSourceSchema.optional(),
+    sailpoint: sailpointSourceSchema.optional(),
+    oneidentity: oneIdentitySourceSchema.optional(),
+    /** Full reconciliation (snapshot) interval. Default: 24h for delta-capable sources (Okta, Entra), 1h otherwise. */
+    reconcileEvery: every.optional(),
+    /** Delta round interval (Okta System Log, Graph delta). Entra delta tokens expire after 7 days. */
+    deltaEvery: every.default(300_000),
+    /** Run a full reconciliation when the daemon starts. */
+    reconcileAtStart: z.boolean().default(true),
+    /** What happens to a person the source no longer has (confirmation read null, or absent from a complete snapshot). */
+    onMissing: z.enum(['delete', 'deactivate']).default('delete'),
   })
   .strict();
 
@@ -245,6 +277,25 @@ export const configSchema = z
       .strict()
       .default({ level: 'info' }),
     sources: z.array(sourceSchema).default([]),
+    /**
+     * API-connected identity sources as a whole: linking records of several sources into one
+     * person (`matchOn`, `authoritativeSource`), worker concurrency and the lock-system drift check.
+     */
+    identity: z
+      .object({
+        /** `email`, `userName`, `externalId`, or the name of a mapped attribute (`employeeNumber`). Absent: no linking. */
+        matchOn: z.string().min(1).optional(),
+        /** Source whose leaver wins over the other linked records (see src/sources/README.md). */
+        authoritativeSource: id.optional(),
+        /** Parallel source jobs (confirmations, deltas, snapshots) per process. */
+        concurrency: z.number().int().min(1).max(256).default(8),
+        /** Lock-system drift check interval (0 = only on request: POST /api/v1/drift/check). */
+        driftCheckEvery: every.default(86_400_000),
+        /** How long processed hints are kept (their dedupe keys with them). */
+        hintRetention: every.default(7 * 86_400_000),
+      })
+      .strict()
+      .default({ concurrency: 8, driftCheckEvery: 86_400_000, hintRetention: 7 * 86_400_000 }),
     lockSystems: z.array(lockSystemSchema).default([]),
     policy: z.object({ rules: z.array(ruleSchema).default([]) }).strict().default({ rules: [] }),
     admin: z.object({ tokens: z.array(adminTokenSchema).default([]) }).strict().default({ tokens: [] }),
@@ -337,6 +388,12 @@ export const configSchema = z
       });
     };
     dup(cfg.sources, (s) => s.id, 'sources');
+    cfg.sources.forEach((s, i) => {
+      for (const k of ['okta', 'entra', 'sailpoint', 'oneidentity'] as const)
+        if (s[k] && s.idp !== k) ctx.addIssue({ code: 'custom', path: ['sources', i, k], message: `a "${k}" section needs idp: ${k} (this source is idp: ${s.idp})` });
+    });
+    if (cfg.identity.authoritativeSource && !cfg.sources.some((s) => s.id === cfg.identity.authoritativeSource))
+      ctx.addIssue({ code: 'custom', path: ['identity', 'authoritativeSource'], message: `unknown source "${cfg.identity.authoritativeSource}"` });
     dup(cfg.lockSystems, (l) => l.id, 'lockSystems');
     const tokens = new Set<string>();
     cfg.sources.forEach((s, i) => {

@@ -12,6 +12,9 @@ import { iloqHookRoutes } from './iloq-hooks.ts';
 import { authenticateAdmin, can } from './admin-auth.ts';
 import { problemFromFastifyError, sendProblem } from './problems.ts';
 import { scimRoutes } from './scim/index.ts';
+import type { SourceRuntime } from '../sources/index.ts';
+import { driftRoutes } from './drift.ts';
+import { hookRoutes } from './hooks.ts';
 
 export interface AppDeps {
   config: Config;
@@ -22,6 +25,8 @@ export interface AppDeps {
   log: Logger;
   /** Only /healthz, /readyz and /metrics (for `lockstep worker`). */
   probesOnly?: boolean;
+  /** Identity sources: /hooks/* and /api/v1/drift, /api/v1/reconcile (src/sources). */
+  sources?: SourceRuntime;
 }
 
 /**
@@ -88,6 +93,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(iloqHookRoutes, { config, store, effectiveness: engine.effectiveness });
   const publicBaseUrl = config.server.publicBaseUrl ?? `http://${config.server.host}:${config.server.port}`;
   await app.register(scimRoutes, { prefix: '/scim/v2', identities: deps.identities, sources: config.sources, publicBaseUrl });
+  if (deps.sources) {
+    await app.register(hookRoutes, { sources: deps.sources, store });
+    await app.register(driftRoutes, { prefix: '/api/v1', config, store, identities: deps.identities, reconciler: engine.reconciler, sources: deps.sources });
+  }
   return app as unknown as FastifyInstance;
 }
 

@@ -307,6 +307,124 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await db.schema.createIndex('inbound_events_received').on('inbound_events').column('received_at').execute();
       },
     },
+    '0005_identity_sources': {
+      /**
+       * API-connected identity sources (src/sources): which lockstep person and group each source
+       * record feeds (and, with identity.matchOn, which records of several sources are one
+       * person), webhook/delta hints deduplicated on their key and kept as the confirmation
+       * outbox, tasks hooks ask for, per-source cursor and schedule, and lock-system drift checks.
+       */
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('source_users')
+          .addColumn('source_id', 'text', (c) => c.notNull())
+          .addColumn('remote_id', 'text', (c) => c.notNull())
+          .addColumn('person_id', 'text', (c) => c.notNull())
+          .addColumn('role', 'text', (c) => c.notNull())
+          .addColumn('match_key', 'text')
+          .addColumn('present', 'integer', (c) => c.notNull())
+          .addColumn('hash', 'text', (c) => c.notNull())
+          .addColumn('written_hash', 'text')
+          .addColumn('record', 'text')
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('confirmed_at', bigint, (c) => c.notNull())
+          .addPrimaryKeyConstraint('source_users_pk', ['source_id', 'remote_id'])
+          .execute();
+        await db.schema.createIndex('source_users_person').on('source_users').column('person_id').execute();
+        await db.schema.createIndex('source_users_match').on('source_users').columns(['match_key', 'role']).execute();
+
+        await db.schema
+          .createTable('source_groups')
+          .addColumn('source_id', 'text', (c) => c.notNull())
+          .addColumn('remote_id', 'text', (c) => c.notNull())
+          .addColumn('group_id', 'text', (c) => c.notNull())
+          .addColumn('hash', 'text', (c) => c.notNull())
+          .addColumn('members_hash', 'text')
+          .addColumn('confirmed_at', bigint, (c) => c.notNull())
+          .addPrimaryKeyConstraint('source_groups_pk', ['source_id', 'remote_id'])
+          .execute();
+        await db.schema.createIndex('source_groups_group').on('source_groups').column('group_id').execute();
+
+        await db.schema
+          .createTable('source_hints')
+          .addColumn('seq', serial, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('source_id', 'text', (c) => c.notNull())
+          .addColumn('dedupe_key', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('target', 'text', (c) => c.notNull())
+          .addColumn('target_id', 'text', (c) => c.notNull())
+          .addColumn('group_id', 'text')
+          .addColumn('event_id', 'text', (c) => c.notNull())
+          .addColumn('event_type', 'text', (c) => c.notNull())
+          .addColumn('occurred_at', 'text', (c) => c.notNull())
+          .addColumn('revocation', 'integer', (c) => c.notNull())
+          .addColumn('received_at', bigint, (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('attempts', 'integer', (c) => c.notNull())
+          .addColumn('done_at', bigint)
+          .addColumn('error', 'text')
+          .execute();
+        await db.schema.createIndex('source_hints_dedupe').unique().on('source_hints').columns(['source_id', 'dedupe_key']).execute();
+        await db.schema.createIndex('source_hints_target').on('source_hints').columns(['source_id', 'target', 'target_id', 'state']).execute();
+        await db.schema.createIndex('source_hints_state').on('source_hints').columns(['state', 'received_at']).execute();
+
+        await db.schema
+          .createTable('source_tasks')
+          .addColumn('seq', serial, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('source_id', 'text', (c) => c.notNull())
+          .addColumn('dedupe_key', 'text', (c) => c.notNull())
+          .addColumn('type', 'text', (c) => c.notNull())
+          .addColumn('data', 'text', (c) => c.notNull())
+          .addColumn('received_at', bigint, (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('attempts', 'integer', (c) => c.notNull())
+          .addColumn('done_at', bigint)
+          .addColumn('error', 'text')
+          .execute();
+        await db.schema.createIndex('source_tasks_dedupe').unique().on('source_tasks').columns(['source_id', 'dedupe_key']).execute();
+        await db.schema.createIndex('source_tasks_state').on('source_tasks').columns(['state', 'received_at']).execute();
+
+        await db.schema
+          .createTable('source_state')
+          .addColumn('source_id', 'text', (c) => c.primaryKey())
+          .addColumn('cursor', 'text')
+          .addColumn('cursor_at', bigint)
+          .addColumn('resync', 'text')
+          .addColumn('resync_at', bigint)
+          .addColumn('last_delta_at', bigint)
+          .addColumn('last_snapshot_at', bigint)
+          .addColumn('last_snapshot_done_at', bigint)
+          .addColumn('last_snapshot', 'text')
+          .addColumn('next_maintain_at', bigint)
+          .addColumn('last_error', 'text')
+          .addColumn('last_error_at', bigint)
+          .addColumn('updated_at', bigint, (c) => c.notNull())
+          .execute();
+
+        await db.schema
+          .createTable('drift_checks')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('system_id', 'text', (c) => c.notNull())
+          .addColumn('started_at', bigint, (c) => c.notNull())
+          .addColumn('finished_at', bigint)
+          .addColumn('summary', 'text')
+          .execute();
+        await db.schema.createIndex('drift_checks_system').on('drift_checks').columns(['kind', 'system_id', 'started_at']).execute();
+        await db.schema
+          .createTable('drift_findings')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('check_id', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('system_id', 'text', (c) => c.notNull())
+          .addColumn('person_id', 'text', (c) => c.notNull())
+          .addColumn('detail', 'text', (c) => c.notNull())
+          .addColumn('found_at', bigint, (c) => c.notNull())
+          .addColumn('repaired_at', bigint)
+          .execute();
+        await db.schema.createIndex('drift_findings_check').on('drift_findings').column('check_id').execute();
+      },
+    },
     '0006_lockdowns': {
       /**
        * Emergency lockdowns: scope, reason, who started and lifted them (two principals under dual

@@ -233,4 +233,125 @@ export interface Database {
   lockdown_exemptions: LockdownExemptionsTable;
 }
 
+// ---------- identity sources (migration 0005; src/sources) ----------
 
+/** One record of an API-connected identity source (Okta user id, Entra object id, …) and the lockstep person it feeds. */
+export interface SourceUsersTable {
+  source_id: string;
+  /** The source's own id of the user. */
+  remote_id: string;
+  /** lockstep's person id: this record's own persons row (`primary`) or the person it is linked to (`secondary`). */
+  person_id: string;
+  role: 'primary' | 'secondary';
+  /** Normalised value of `identity.matchOn`, or null when linking is off or the value is absent. */
+  match_key: string | null;
+  /** 0 once the source said the user is gone (kept as a tombstone while it matters). */
+  present: number;
+  /** Hash of the mapped record (policy-relevant fields only). */
+  hash: string;
+  /** Hash of what was last written to the persons row (primary records). */
+  written_hash: string | null;
+  /** The mapped record as JSON, kept only when linking is on (to recompute the linked person). */
+  record: string | null;
+  created_at: number;
+  /** When the source's API last confirmed this record (hook confirmation, delta or snapshot). */
+  confirmed_at: number;
+}
+
+/** A group of an API-connected source and the lockstep group it is stored as. */
+export interface SourceGroupsTable {
+  source_id: string;
+  remote_id: string;
+  group_id: string;
+  hash: string;
+  /** Hash of the member person ids last written by a snapshot. */
+  members_hash: string | null;
+  confirmed_at: number;
+}
+
+/** Webhook / delta hints: the dedupe record and the confirmation outbox in one. */
+export interface SourceHintsTable {
+  seq: Generated<number>;
+  source_id: string;
+  dedupe_key: string;
+  kind: string;
+  /** `user` or `group`: what confirmation reads. */
+  target: string;
+  target_id: string;
+  group_id: string | null;
+  event_id: string;
+  event_type: string;
+  occurred_at: string;
+  revocation: number;
+  received_at: number;
+  /** `pending`, `done` or `failed`. */
+  state: string;
+  attempts: number;
+  done_at: number | null;
+  error: string | null;
+}
+
+/** Work a hook asked for (Entra subscription re-authorisation), run by the source worker. */
+export interface SourceTasksTable {
+  seq: Generated<number>;
+  source_id: string;
+  dedupe_key: string;
+  type: string;
+  data: string;
+  received_at: number;
+  state: string;
+  attempts: number;
+  done_at: number | null;
+  error: string | null;
+}
+
+/** Per-source synchronisation state: delta cursor, schedule and the last full reconciliation. */
+export interface SourceStateTable {
+  source_id: string;
+  cursor: string | null;
+  cursor_at: number | null;
+  /** `delta` or `full` when a hook, a delta or an operator asked for a reconciliation. */
+  resync: string | null;
+  resync_at: number | null;
+  last_delta_at: number | null;
+  last_snapshot_at: number | null;
+  last_snapshot_done_at: number | null;
+  /** JSON summary of the last snapshot (counts of what it had to change: the IdP drift it repaired). */
+  last_snapshot: string | null;
+  next_maintain_at: number | null;
+  last_error: string | null;
+  last_error_at: number | null;
+  updated_at: number;
+}
+
+/** One drift check (lock-system drift: what the lock system holds vs. lock_state). */
+export interface DriftChecksTable {
+  id: string;
+  kind: string;
+  system_id: string;
+  started_at: number;
+  finished_at: number | null;
+  /** JSON: persons checked, drifted, errors. */
+  summary: string | null;
+}
+
+export interface DriftFindingsTable {
+  id: string;
+  check_id: string;
+  kind: string;
+  system_id: string;
+  person_id: string;
+  detail: string;
+  found_at: number;
+  repaired_at: number | null;
+}
+
+export interface Database {
+  source_users: SourceUsersTable;
+  source_groups: SourceGroupsTable;
+  source_hints: SourceHintsTable;
+  source_tasks: SourceTasksTable;
+  source_state: SourceStateTable;
+  drift_checks: DriftChecksTable;
+  drift_findings: DriftFindingsTable;
+}
