@@ -19,8 +19,17 @@ export const REDACT_PATHS = [
   '*.apiKey',
   '*.SessionID',
   '*.SessionId',
+  '*.bearerToken',
+  '*.passphrase',
+  '*.signKey',
+  '*.clientSecret',
+  '*.clientState',
   'config.lockSystems[*].iloq.password',
   'config.lockSystems[*].iloq.apiKey',
+  'config.lockSystems[*].iloq.webhook.signKey',
+  'config.lockSystems[*].cliq.bearerToken',
+  'config.lockSystems[*].cliq.tls.passphrase',
+  'config.lockdown.notify.headers',
 ];
 
 export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {

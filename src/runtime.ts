@@ -103,7 +103,7 @@ export async function startLockstep(config: Config, log: Logger, opts: { http: b
         );
       }
       const policy = await reconcileAllIfPolicyChanged(store, config, config.reconcile.sweepAfterMs);
-      if (policy.changed) log.info({ persons: policy.marked }, 'policy changed since the last run: every known person will be reconciled');
+      if (policy.changed && policy.marked > 0) log.info({ persons: policy.marked }, 'policy changed since the last run: every known person will be reconciled');
     }
 
     const engine = new Engine({ config, store, identities, lockSystems, log, metrics });

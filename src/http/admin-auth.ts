@@ -20,7 +20,7 @@ export type Permission =
   | 'lockdown:read'
   | 'lockdown:act';
 
-/** Least privilege: auditors read, the CRO reads state (lockdowns come later), only admins act. */
+/** Least privilege: auditors read; the CRO reads state and alone acts on lockdowns; admins act on the rest. */
 export const ROLE_PERMISSIONS: Record<AdminRole, ReadonlySet<Permission>> = {
   admin: new Set(['persons:read', 'jobs:read', 'jobs:retry', 'audit:read', 'reconcile:request', 'metrics:read', 'exposure:read', 'tasks:read', 'tasks:done', 'lockdown:read']),
   auditor: new Set(['persons:read', 'jobs:read', 'audit:read', 'metrics:read', 'exposure:read', 'tasks:read', 'lockdown:read']),

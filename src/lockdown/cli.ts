@@ -28,6 +28,7 @@ export async function lockdownCli(argv: string[], out: NodeJS.WriteStream = proc
   };
   const all = (name: string) => rest.flatMap((a, i) => (a === `--${name}` && rest[i + 1] ? [rest[i + 1]!] : []));
   const url = (opt('url') ?? process.env.LOCKSTEP_URL ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+  if (!['start', 'status', 'lift'].includes(sub ?? '')) return fail(USAGE);
   const token = opt('token') ?? process.env.LOCKSTEP_TOKEN;
   if (!token) return fail(`no token: pass --token or set LOCKSTEP_TOKEN\n\n${USAGE}`);
   const call = async (method: string, path: string, body?: unknown) => {

@@ -105,6 +105,8 @@ describe('shipped configuration files', () => {
       REDIS_URL: 'redis://redis:6379',
       ILOQ_URL: 'http://iloq-sim:8090/iloqws',
       ILOQ_PASSWORD: 'lockstep-sim',
+      CLIQ_URL: 'http://cliq-sim:8091/cliq-api/v1',
+      CLIQ_TOKEN: 'demo-cliq-token',
     });
     expect(c.store.driver).toBe('postgres');
   });
