@@ -80,6 +80,11 @@ export async function appendAudit(
   await trx.updateTable('audit_head').set({ seq, hash: prev }).where('id', '=', 1).execute();
 }
 
+/** Appends entries in a transaction of their own, for events that change nothing else. */
+export function auditAlone(store: { db: Kysely<Database>; dialect: Dialect }, entries: AuditEntry[]): Promise<void> {
+  return store.db.transaction().execute((trx) => appendAudit(trx, store.dialect, entries));
+}
+
 export interface AuditProblem {
   seq: number;
   problem: string;

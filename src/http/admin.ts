@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { appendAudit, queryAudit } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import type { Reconciler } from '../reconcile/reconciler.ts';
 import type { Store } from '../store/db.ts';
 import { PRIORITY_LEAVER, type IdentityRepo } from '../store/identities.ts';
-import { authenticateAdmin, can, type Permission, type Principal } from './admin-auth.ts';
+import type { Principal } from './admin-auth.ts';
+import { createGuard } from './guard.ts';
 import { sendProblem } from './problems.ts';
 
 /**
@@ -31,24 +32,7 @@ const MAX_PAGE = 1000;
 export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
   const { store, identities } = deps;
 
-  const guard = (permission: Permission) => async (req: FastifyRequest, reply: FastifyReply) => {
-    const principal = authenticateAdmin(deps.config.admin.tokens, req.headers.authorization);
-    if (!principal) {
-      await audit(req, { name: 'anonymous', role: 'auditor' }, 'admin.unauthenticated', `endpoint:${req.routeOptions.url}`, { method: req.method, ip: req.ip, tokenPresented: Boolean(req.headers.authorization) }, undefined, 'anonymous');
-      return sendProblem(reply, 'UNAUTHENTICATED', 'send an admin token as "Authorization: Bearer <token>"');
-    }
-    if (!can(principal, permission)) {
-      await audit(req, principal, 'admin.refused', `endpoint:${req.routeOptions.url}`, { permission, method: req.method });
-      return sendProblem(reply, 'FORBIDDEN', `role "${principal.role}" lacks permission "${permission}"`);
-    }
-    req.principal = principal;
-  };
-
-  const audit = async (req: FastifyRequest, p: Principal, action: string, subject: string, detail: unknown, personId?: string, actor = `admin:${p.name}`) => {
-    await store.db.transaction().execute((trx) =>
-      appendAudit(trx, store.dialect, [{ actor, action, subject, personId: personId ?? null, detail, correlationId: String(req.id) }]),
-    );
-  };
+  const guard = createGuard(deps);
 
   app.get<{ Params: { id: string } }>('/persons/:id', { preHandler: guard('persons:read') }, async (req, reply) => {
     const id = req.params.id;

@@ -1,12 +1,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { appendAudit } from '../audit/audit.ts';
+import { auditAlone } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import type { Reconciler } from '../reconcile/reconciler.ts';
 import type { SourceRuntime } from '../sources/index.ts';
 import { planEveryone, reconcileEveryone } from '../sources/plan.ts';
 import type { Store } from '../store/db.ts';
 import type { IdentityRepo } from '../store/identities.ts';
-import { authenticateAdmin, can, type Permission, type Principal } from './admin-auth.ts';
+import type { Permission, Principal } from './admin-auth.ts';
+import { createGuard } from './guard.ts';
 import { sendProblem } from './problems.ts';
 
 /**
@@ -32,22 +33,13 @@ export async function driftRoutes(app: FastifyInstance, deps: DriftRouteDeps): P
   const { store } = deps;
 
   const audit = (req: FastifyRequest, actor: string, action: string, subject: string, detail: unknown) =>
-    store.db.transaction().execute((trx) => appendAudit(trx, store.dialect, [{ actor, action, subject, detail, correlationId: String(req.id) }]));
+    auditAlone(store, [{ actor, action, subject, detail, correlationId: String(req.id) }]);
 
-  /** Authenticates and authorises; sends the problem and returns undefined when refused. */
+  const gate = createGuard(deps);
+  /** Authenticates and authorises (the permission can depend on the request); sends the problem and returns undefined when refused. */
   const authorise = async (req: FastifyRequest, reply: FastifyReply, permission: Permission): Promise<Principal | undefined> => {
-    const principal = authenticateAdmin(deps.config.admin.tokens, req.headers.authorization);
-    if (!principal) {
-      await audit(req, 'anonymous', 'admin.unauthenticated', `endpoint:${req.routeOptions.url}`, { method: req.method, ip: req.ip, tokenPresented: Boolean(req.headers.authorization) });
-      sendProblem(reply, 'UNAUTHENTICATED', 'send an admin token as "Authorization: Bearer <token>"');
-      return undefined;
-    }
-    if (!can(principal, permission)) {
-      await audit(req, `admin:${principal.name}`, 'admin.refused', `endpoint:${req.routeOptions.url}`, { permission, method: req.method });
-      sendProblem(reply, 'FORBIDDEN', `role "${principal.role}" lacks permission "${permission}"`);
-      return undefined;
-    }
-    return principal;
+    await gate(permission)(req, reply);
+    return reply.sent ? undefined : req.principal;
   };
 
   app.get('/drift', async (req, reply) => {

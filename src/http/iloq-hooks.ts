@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { appendAudit } from '../audit/audit.ts';
+import { auditAlone } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import type { EffectivenessWatcher } from '../reconcile/effectiveness.ts';
 import type { Store } from '../store/db.ts';
@@ -65,5 +65,5 @@ export async function iloqHookRoutes(app: FastifyInstance, deps: { config: Confi
 }
 
 function audit(store: Store, subject: string, action: string, correlationId: string, detail: unknown) {
-  return store.db.transaction().execute((trx) => appendAudit(trx, store.dialect, [{ actor: `webhook:iloq:${subject}`, action, subject: `lock-system:${subject}`, detail, correlationId }]));
+  return auditAlone(store, [{ actor: `webhook:iloq:${subject}`, action, subject: `lock-system:${subject}`, detail, correlationId }]);
 }

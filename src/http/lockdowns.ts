@@ -1,10 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { appendAudit } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import { LockdownError, publicView, type LockdownService } from '../lockdown/service.ts';
 import type { Store } from '../store/db.ts';
-import { authenticateAdmin, can, type Permission } from './admin-auth.ts';
+import { createGuard } from './guard.ts';
 import { sendProblem } from './problems.ts';
 
 /**
@@ -31,34 +30,9 @@ const exemptionBody = z.object({ person: z.string().min(1).optional(), group: z.
 
 export async function lockdownRoutes(app: FastifyInstance, deps: { config: Config; store: Store; lockdowns: LockdownService }): Promise<void> {
   const { store, lockdowns, config } = deps;
-  const recent = new Map<string, number[]>();
-
-  const audit = (req: FastifyRequest, actor: string, action: string, detail: unknown) =>
-    store.db.transaction().execute((trx) => appendAudit(trx, store.dialect, [{ actor, action, subject: `endpoint:${req.routeOptions.url}`, detail, correlationId: String(req.id) }]));
-
-  const guard = (permission: Permission, limited = false) => async (req: FastifyRequest, reply: FastifyReply) => {
-    const principal = authenticateAdmin(config.admin.tokens, req.headers.authorization);
-    if (!principal) {
-      await audit(req, 'anonymous', 'admin.unauthenticated', { method: req.method, ip: req.ip, tokenPresented: Boolean(req.headers.authorization) });
-      return sendProblem(reply, 'UNAUTHENTICATED', 'send a cro token as "Authorization: Bearer <token>"');
-    }
-    if (!can(principal, permission)) {
-      await audit(req, `admin:${principal.name}`, 'admin.refused', { permission, method: req.method, role: principal.role });
-      return sendProblem(reply, 'FORBIDDEN', `role "${principal.role}" lacks permission "${permission}"`);
-    }
-    if (limited) {
-      const now = Date.now();
-      const times = (recent.get(principal.name) ?? []).filter((t) => t > now - 60_000);
-      if (times.length >= config.lockdown.maxActionsPerMinute) {
-        await audit(req, `admin:${principal.name}`, 'admin.rate_limited', { method: req.method });
-        reply.header('retry-after', String(Math.ceil((times[0]! + 60_000 - now) / 1000)));
-        return sendProblem(reply, 'RATE_LIMITED', `at most ${config.lockdown.maxActionsPerMinute} lockdown actions per minute per principal`);
-      }
-      times.push(now);
-      recent.set(principal.name, times);
-    }
-    req.principal = principal;
-  };
+  const gate = createGuard(deps);
+  const read = gate('lockdown:read');
+  const act = gate('lockdown:act', { limit: config.lockdown.maxActionsPerMinute, what: 'lockdown actions' });
 
   const actor = (req: FastifyRequest) => ({ name: `admin:${req.principal!.name}`, correlationId: String(req.id) });
   const fail = (reply: FastifyReply, err: unknown) => {
@@ -73,7 +47,7 @@ export async function lockdownRoutes(app: FastifyInstance, deps: { config: Confi
     return l ? { ...publicView(l), ...(await lockdowns.figures(store.db, l)) } : undefined;
   };
 
-  app.post('/lockdowns', { preHandler: guard('lockdown:act', true) }, async (req, reply) => {
+  app.post('/lockdowns', { preHandler: act }, async (req, reply) => {
     const parsed = startBody.safeParse(req.body ?? {});
     if (!parsed.success) return sendProblem(reply, 'INVALID_REQUEST', parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
     try {
@@ -88,14 +62,14 @@ export async function lockdownRoutes(app: FastifyInstance, deps: { config: Confi
     }
   });
 
-  app.get('/lockdowns', { preHandler: guard('lockdown:read') }, async () => ({ items: (await lockdowns.list()).map(publicView) }));
+  app.get('/lockdowns', { preHandler: read }, async () => ({ items: (await lockdowns.list()).map(publicView) }));
 
-  app.get<{ Params: { id: string } }>('/lockdowns/:id', { preHandler: guard('lockdown:read') }, async (req, reply) => {
+  app.get<{ Params: { id: string } }>('/lockdowns/:id', { preHandler: read }, async (req, reply) => {
     const v = await view(req.params.id);
     return v ?? sendProblem(reply, 'NOT_FOUND', `lockdown ${req.params.id} not found`);
   });
 
-  app.post<{ Params: { id: string } }>('/lockdowns/:id/exemptions', { preHandler: guard('lockdown:act', true) }, async (req, reply) => {
+  app.post<{ Params: { id: string } }>('/lockdowns/:id/exemptions', { preHandler: act }, async (req, reply) => {
     const parsed = exemptionBody.safeParse(req.body ?? {});
     if (!parsed.success || (!parsed.data.person === !parsed.data.group))
       return sendProblem(reply, 'INVALID_REQUEST', 'send exactly one of {"person": "<id or userName>"} or {"group": "<id or display name>"}');
@@ -107,7 +81,7 @@ export async function lockdownRoutes(app: FastifyInstance, deps: { config: Confi
     }
   });
 
-  app.post<{ Params: { id: string } }>('/lockdowns/:id/lift', { preHandler: guard('lockdown:act', true) }, async (req, reply) => {
+  app.post<{ Params: { id: string } }>('/lockdowns/:id/lift', { preHandler: act }, async (req, reply) => {
     try {
       const r = await lockdowns.lift(req.params.id, actor(req));
       return reply.code(202).send({ id: req.params.id, state: r.state, ...(r.state === 'lift_requested' ? { detail: 'dual control: a second cro principal must confirm the lift' } : {}) });
@@ -117,7 +91,7 @@ export async function lockdownRoutes(app: FastifyInstance, deps: { config: Confi
   });
 
   /** Server-Sent Events: the same figures as GET /lockdowns/{id}, once a second. */
-  app.get<{ Params: { id: string }; Querystring: { intervalMs?: string } }>('/lockdowns/:id/events', { preHandler: guard('lockdown:read') }, async (req, reply) => {
+  app.get<{ Params: { id: string }; Querystring: { intervalMs?: string } }>('/lockdowns/:id/events', { preHandler: read }, async (req, reply) => {
     const first = await view(req.params.id);
     if (!first) return sendProblem(reply, 'NOT_FOUND', `lockdown ${req.params.id} not found`);
     const interval = Math.min(10_000, Math.max(200, Number(req.query.intervalMs ?? 1000) || 1000));

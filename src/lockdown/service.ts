@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { appendAudit, type AuditEntry } from '../audit/audit.ts';
+import { appendAudit, auditAlone } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import { inScope, scopeKey, type LockdownScope, type LockdownView } from '../domain/lockdown.ts';
 import type { Logger } from '../log.ts';
 import type { Queues } from '../queue/queues.ts';
 import type { Store } from '../store/db.ts';
-import { PRIORITY_NORMAL } from '../store/identities.ts';
+import { markEveryoneDirty, PRIORITY_NORMAL } from '../store/identities.ts';
 import type { Database, LockdownsTable } from '../store/schema.ts';
 
 /**
@@ -248,12 +248,7 @@ export class LockdownService {
   private async finish(trx: Transaction<Database>, l: LockdownsTable, state: 'lifted' | 'expired', by: string, correlationId: string, now: number): Promise<void> {
     await trx.updateTable('lockdowns').set({ state, lifted_by: by, lifted_at: now, lift_correlation_id: correlationId }).where('id', '=', l.id).execute();
     // Joiners during the lockdown never got access, so restoring means everyone, not only those who lost it.
-    await sql`
-      insert into dirty (person_id, generation, priority, marked_at, reason, correlation_id)
-      select person_id, 1, ${PRIORITY_NORMAL}, ${now}, ${`lockdown ${l.id} ${state}`}, ${correlationId}
-      from (select id as person_id from persons union select person_id from lock_state) as everyone
-      where true
-      on conflict (person_id) do update set generation = dirty.generation + 1, correlation_id = excluded.correlation_id, reason = excluded.reason`.execute(trx);
+    await markEveryoneDirty(trx, { priority: PRIORITY_NORMAL, reason: `lockdown ${l.id} ${state}`, markedAt: now, correlationId });
     await appendAudit(trx, this.store.dialect, [
       {
         actor: by,
@@ -369,12 +364,7 @@ export class LockdownService {
     } catch (err) {
       outcome = `failed: ${(err as Error).message}`;
     }
-    await this.store.db
-      .transaction()
-      .execute((trx) =>
-        appendAudit(trx, this.store.dialect, [{ actor: 'system:lockdown', action: 'lockdown.notified', subject: `lockdown:${l.id}`, correlationId: l.correlation_id, detail: { event, outcome } } as AuditEntry]),
-      )
-      .catch(() => {});
+    await auditAlone(this.store, [{ actor: 'system:lockdown', action: 'lockdown.notified', subject: `lockdown:${l.id}`, correlationId: l.correlation_id, detail: { event, outcome } }]).catch(() => {});
   }
 }
 

@@ -1,9 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { sql } from 'kysely';
 import { appendAudit } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import type { Store } from '../store/db.ts';
-import { PRIORITY_NORMAL } from '../store/identities.ts';
+import { markEveryoneDirty, PRIORITY_NORMAL } from '../store/identities.ts';
 
 /**
  * A policy change alters everyone's desired access, but no identity event says so. At start
@@ -25,13 +24,7 @@ export async function reconcileAllIfPolicyChanged(store: Store, cfg: Config, bac
     const correlationId = randomUUID();
     // Backdated so the sweeper takes them on its next pass instead of waiting sweepAfterMs.
     const markedAt = now - backdateMs;
-    const result = await sql`
-      insert into dirty (person_id, generation, priority, marked_at, reason, correlation_id)
-      select person_id, 1, ${PRIORITY_NORMAL}, ${markedAt}, 'policy changed', ${correlationId}
-      from (select id as person_id from persons union select person_id from lock_state) as everyone
-      where true
-      on conflict (person_id) do update set generation = dirty.generation + 1`.execute(trx);
-    const marked = Number(result.numAffectedRows ?? 0);
+    const marked = await markEveryoneDirty(trx, { priority: PRIORITY_NORMAL, reason: 'policy changed', markedAt, correlationId });
     await trx
       .insertInto('meta')
       .values({ key: 'policy_fingerprint', value: fingerprint })

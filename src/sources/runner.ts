@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { RedisOptions } from 'ioredis';
-import { appendAudit } from '../audit/audit.ts';
+import { appendAudit, auditAlone } from '../audit/audit.ts';
 import type { Config, SourceConfig } from '../config/schema.ts';
 import type { Logger } from '../log.ts';
 import { IdentitySourceError, type IdentitySource } from '../ports/identity-source.ts';
@@ -442,6 +442,6 @@ export class SourceRunner {
   private async recordActions(sourceId: string, action: string, detail: { actions: string[]; type?: string }): Promise<void> {
     if (detail.actions.length === 0) return;
     const { store } = this.deps;
-    await store.db.transaction().execute((trx) => appendAudit(trx, store.dialect, [{ actor: 'system:sources', action, subject: `source:${sourceId}`, correlationId: randomUUID(), detail }]));
+    await auditAlone(store, [{ actor: 'system:sources', action, subject: `source:${sourceId}`, correlationId: randomUUID(), detail }]);
   }
 }

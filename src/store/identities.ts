@@ -1349,3 +1349,21 @@ function compare(eb: ExpressionBuilder<any, any>, def: FieldDef, op: CompareOp, 
   if (!negated) return positive;
   return eb.or([eb(def.col, 'is', null), eb.not(positive)]);
 }
+
+/**
+ * Marks every person lockstep knows (identities and anyone with lock-system state) dirty in one
+ * statement, relabelling existing marks with this cause. For changes that alter everyone's
+ * desired access at once: a policy change, the end of a lockdown. Returns how many were marked.
+ */
+export async function markEveryoneDirty(
+  trx: Transaction<Database>,
+  mark: { priority: number; reason: string; markedAt: number; correlationId: string },
+): Promise<number> {
+  const result = await sql`
+    insert into dirty (person_id, generation, priority, marked_at, reason, correlation_id)
+    select person_id, 1, ${mark.priority}, ${mark.markedAt}, ${mark.reason}, ${mark.correlationId}
+    from (select id as person_id from persons union select person_id from lock_state) as everyone
+    where true
+    on conflict (person_id) do update set generation = dirty.generation + 1, correlation_id = excluded.correlation_id, reason = excluded.reason`.execute(trx);
+  return Number(result.numAffectedRows ?? 0);
+}
