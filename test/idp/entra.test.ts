@@ -292,6 +292,37 @@ describe('Entra confirmation through Graph', () => {
     net.assertDone();
   });
 
+  it('follows paging and delta links on an http:// graphBaseUrl with an explicit port (a local fake or proxy)', async () => {
+    tokenEndpoint('tokA');
+    const LOCAL = 'http://127.0.0.1:8089';
+    const G = '5ba20b4b-0e56-4f32-9b9a-5a2c0b2f1f5e';
+    nock(LOCAL)
+      .get(`/v1.0/groups/${G}/members/microsoft.graph.user`)
+      .query({ $select: 'id', $top: '999' })
+      .reply(200, { value: [{ id: ADELE }], '@odata.nextLink': `${LOCAL}/v1.0/groups/${G}/members/microsoft.graph.user?$select=id&$top=999&$skiptoken=X2` })
+      .get(`/v1.0/groups/${G}/members/microsoft.graph.user`)
+      .query({ $select: 'id', $top: '999', $skiptoken: 'X2' })
+      .reply(200, { value: [{ id: 'd36e3b45-6a4a-4e5b-9c38-d3e1b0a7c2f1' }] })
+      .get('/v1.0/users/delta')
+      .query({ $deltatoken: 'T1' })
+      .reply(200, { value: [{ id: ADELE, accountEnabled: false }], '@odata.nextLink': `${LOCAL}/v1.0/users/delta?$skiptoken=S2` })
+      .get('/v1.0/users/delta')
+      .query({ $skiptoken: 'S2' })
+      .reply(200, { value: [], '@odata.deltaLink': `${LOCAL}/v1.0/users/delta?$deltatoken=T2` })
+      .get('/v1.0/groups/delta')
+      .query({ $deltatoken: 'G1' })
+      .reply(200, { value: [], '@odata.deltaLink': `${LOCAL}/v1.0/groups/delta?$deltatoken=G2` });
+    const s = source(fakeTime(), { graphBaseUrl: LOCAL });
+    const pages: string[][] = [];
+    for await (const p of s.readGroupMembers(G)) pages.push(p);
+    expect(pages).toEqual([[ADELE], ['d36e3b45-6a4a-4e5b-9c38-d3e1b0a7c2f1']]);
+    const delta = await s.readDelta(JSON.stringify({ v: 1, users: `${LOCAL}/v1.0/users/delta?$deltatoken=T1`, groups: `${LOCAL}/v1.0/groups/delta?$deltatoken=G1` }));
+    if (delta.status !== 'ok') throw new Error(`expected ok, got ${JSON.stringify(delta)}`);
+    expect(delta.changes.map((c) => [c.kind, c.userId])).toEqual([['user-deactivated', ADELE]]);
+    expect(JSON.parse(delta.cursor)).toMatchObject({ users: `${LOCAL}/v1.0/users/delta?$deltatoken=T2`, groups: `${LOCAL}/v1.0/groups/delta?$deltatoken=G2` });
+    net.assertDone();
+  });
+
   it('refuses to follow a paging link to another host', async () => {
     tokenEndpoint('tokA');
     nock(GRAPH)

@@ -1,4 +1,4 @@
-import type { Client } from '@microsoft/microsoft-graph-client';
+import type { Client, GraphRequest } from '@microsoft/microsoft-graph-client';
 import {
   IdentitySourceError,
   type Change,
@@ -72,7 +72,7 @@ export class EntraSource implements IdentitySource {
   async close(): Promise<void> {}
 
   async ping(): Promise<void> {
-    await this.call('ping', () => this.graph.api('/users').select('id').top(1).get());
+    await this.call('ping', () => this.api('/users').select('id').top(1).get());
   }
 
   handleHook(req: HookRequest): HookResult {
@@ -88,14 +88,14 @@ export class EntraSource implements IdentitySource {
   /** GET /users/{id} and its direct groups (GET /users/{id}/memberOf/microsoft.graph.group, paged); null on 404. */
   async readUser(userId: string): Promise<SourceUser | null> {
     const path = `/users/${encodeURIComponent(userId)}`;
-    const user = await this.getOrNull(`get user ${userId}`, () => this.graph.api(path).select(this.select).get());
+    const user = await this.getOrNull(`get user ${userId}`, () => this.api(path).select(this.select).get());
     if (user === null) return null;
     const groups: Array<{ id: string; displayName: string }> = [];
     let next: string | undefined;
     let first = true;
     while (first || next) {
       const page = await this.getOrNull<GraphPage<Obj>>(`groups of ${userId}`, () =>
-        first ? this.graph.api(`${path}/memberOf/microsoft.graph.group`).select(['id', 'displayName']).top(999).get() : this.graph.api(next!).get(),
+        first ? this.api(`${path}/memberOf/microsoft.graph.group`).select(['id', 'displayName']).top(999).get() : this.api(next!).get(),
       );
       if (page === null) return null; // deleted between the two reads
       first = false;
@@ -106,7 +106,7 @@ export class EntraSource implements IdentitySource {
   }
 
   async readGroup(groupId: string): Promise<SourceGroup | null> {
-    const g = await this.getOrNull<Obj>(`get group ${groupId}`, () => this.graph.api(`/groups/${encodeURIComponent(groupId)}`).select(['id', 'displayName']).get());
+    const g = await this.getOrNull<Obj>(`get group ${groupId}`, () => this.api(`/groups/${encodeURIComponent(groupId)}`).select(['id', 'displayName']).get());
     return g === null ? null : this.toGroup(g);
   }
 
@@ -116,7 +116,7 @@ export class EntraSource implements IdentitySource {
     while (url) {
       const u: string = url;
       const page = await this.getOrNull<GraphPage<Obj>>(`members of ${groupId}`, () =>
-        first ? this.graph.api(u).select('id').top(999).get() : this.graph.api(u).get(),
+        first ? this.api(u).select('id').top(999).get() : this.api(u).get(),
       );
       if (page === null) return;
       first = false;
@@ -253,7 +253,7 @@ export class EntraSource implements IdentitySource {
     const id = task.data.subscriptionId ?? '';
     if (!id) throw new IdentitySourceError('permanent', 'entra: reauthorize task without subscriptionId');
     try {
-      await this.graph.api(`/subscriptions/${encodeURIComponent(id)}/reauthorize`).post({});
+      await this.api(`/subscriptions/${encodeURIComponent(id)}/reauthorize`).post({});
       return { actions: [`reauthorized subscription ${id}`], resync: 'delta', nextInMs };
     } catch (err) {
       const status = graphStatus(err);
@@ -270,7 +270,7 @@ export class EntraSource implements IdentitySource {
     let next: string | undefined = '/subscriptions';
     while (next) {
       const u: string = next;
-      const page = await this.call<GraphPage<GraphSubscription>>('list subscriptions', () => this.graph.api(u).get());
+      const page = await this.call<GraphPage<GraphSubscription>>('list subscriptions', () => this.api(u).get());
       out.push(...(page.value ?? []).filter((x) => typeof x?.id === 'string'));
       next = this.sameHost(page['@odata.nextLink']);
     }
@@ -285,7 +285,7 @@ export class EntraSource implements IdentitySource {
   private async createSubscription(resource: string): Promise<GraphSubscription> {
     const s = this.config.subscriptions!;
     return this.call<GraphSubscription>(`create subscription ${resource}`, () =>
-      this.graph.api('/subscriptions').post({
+      this.api('/subscriptions').post({
         changeType: s.changeType,
         notificationUrl: s.notificationUrl,
         lifecycleNotificationUrl: s.lifecycleNotificationUrl,
@@ -301,13 +301,13 @@ export class EntraSource implements IdentitySource {
   private async renewSubscription(id: string): Promise<string | undefined> {
     const expirationDateTime = this.expiration();
     const r = await this.getOrNull<GraphSubscription>(`renew subscription ${id}`, () =>
-      this.graph.api(`/subscriptions/${encodeURIComponent(id)}`).patch({ expirationDateTime }),
+      this.api(`/subscriptions/${encodeURIComponent(id)}`).patch({ expirationDateTime }),
     );
     return r === null ? undefined : (r?.expirationDateTime ?? expirationDateTime);
   }
 
   private async deleteSubscription(id: string): Promise<void> {
-    await this.getOrNull(`delete subscription ${id}`, () => this.graph.api(`/subscriptions/${encodeURIComponent(id)}`).delete());
+    await this.getOrNull(`delete subscription ${id}`, () => this.api(`/subscriptions/${encodeURIComponent(id)}`).delete());
   }
 
   // ---------- internals ----------
@@ -330,6 +330,19 @@ export class EntraSource implements IdentitySource {
   }
 
   /** Only follow paging links on the configured Graph host. */
+  /**
+   * A request for a path or for a link Graph gave us (nextLink, deltaLink). Links are split into
+   * version and path here rather than handed to the SDK whole: the SDK strips the origin only from
+   * `https://` links, so on an `http://` graphBaseUrl (a local fake, a proxy) it would append the
+   * whole link to the base URL.
+   */
+  private api(pathOrLink: string): GraphRequest {
+    if (!pathOrLink.startsWith(`${this.graphOrigin}/`)) return this.graph.api(pathOrLink);
+    const rest = pathOrLink.slice(this.graphOrigin.length + 1);
+    const slash = rest.indexOf('/');
+    return slash < 0 ? this.graph.api(`/${rest}`) : this.graph.api(rest.slice(slash)).version(rest.slice(0, slash));
+  }
+
   private sameHost(link: unknown): string | undefined {
     if (typeof link !== 'string' || !link) return undefined;
     if (!link.startsWith(`${this.graphOrigin}/`)) throw new IdentitySourceError('permanent', `entra: refusing to follow a link to another host: ${new URL(link).host}`);
@@ -346,7 +359,7 @@ export class EntraSource implements IdentitySource {
     let first = true;
     while (next) {
       const u: string = next;
-      const page: GraphPage<Obj> = await this.call(`delta ${path}`, () => (first ? this.graph.api(u).select(select).get() : this.graph.api(u).get()));
+      const page: GraphPage<Obj> = await this.call(`delta ${path}`, () => (first ? this.api(u).select(select).get() : this.api(u).get()));
       first = false;
       yield page;
       next = this.sameHost(page['@odata.nextLink']);
@@ -357,7 +370,7 @@ export class EntraSource implements IdentitySource {
     let url = start;
     for (let i = 0; i < this.config.delta.maxPages; i++) {
       const u = url;
-      const page = (await this.graph.api(u).get()) as GraphPage<Obj>;
+      const page = (await this.api(u).get()) as GraphPage<Obj>;
       const pageKey = `delta-${sha256Hex(u).slice(0, 24)}`;
       for (const item of page.value ?? []) if (isObj(item) && typeof item.id === 'string') into.push(...toChanges(item, pageKey));
       const delta = page['@odata.deltaLink'];
