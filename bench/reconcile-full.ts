@@ -4,14 +4,15 @@
  * (`graphBaseUrl` pointed at the fake) and written by lockstep's snapshot (src/sources) into a
  * SQLite store.
  *
- *   node bench/reconcile-full.ts [--users 100000] [--groups 2000] [--memberships 3]
+ *   node bench/reconcile-full.ts [--users 100000] [--groups 2000] [--memberships 3] [--node-defaults]
+ *
+ * It re-runs itself with lockstep's heap settings (src/node-flags.ts) unless --node-defaults.
  *
  * Three rounds: (1) initial load into an empty store, (2) the same tenant again (no change),
  * (3) 1 % drift (1,000 users changed, 100 removed, 100 new, ~100 membership changes). Each is
  * one `runSnapshot` of the EntraSource, as the `sources` worker runs it. The fake Graph runs in a
- * child process (this file with --graph-server) on https://127.0.0.1 (port 443, self-signed
- * certificate made with openssl; this process skips verification): the Graph SDK follows
- * `@odata.nextLink` only to https hosts without an explicit port (see the results note). The
+ * child process (this file with --graph-server) on http://127.0.0.1 and an ephemeral port (the
+ * adapter follows `@odata.nextLink`/`deltaLink` on any scheme and port of its graphBaseUrl). The
  * Entra token endpoint is answered by nock in this process (MSAL accepts only HTTPS authorities)
  * once, before the rounds; nock is then removed so that it does not sit on the Graph traffic.
  * The reconcile/apply queues are not part of this figure (no workers run; the dirty marks the
@@ -19,11 +20,12 @@
  *
  * Results are printed and appended to bench/sources-results.md.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:https';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:http';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { NODE_FLAGS } from '../src/node-flags.ts';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -46,7 +48,7 @@ function gid(g: number): string {
   return `02bd9fd6-8f93-4758-87c3-${h}`;
 }
 
-function graphServer(certDir: string): void {
+function graphServer(): void {
   let gen = 1;
   const userPage = 999;
   const groupPage = 100;
@@ -88,9 +90,9 @@ function graphServer(certDir: string): void {
     officeLocation: `Site ${i % 20}`,
     userType: 'Member',
   });
-  const server = createServer({ key: readFileSync(join(certDir, 'key.pem')), cert: readFileSync(join(certDir, 'cert.pem')) }, (req, res) => {
+  const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
-    const origin = `https://${req.headers.host}`;
+    const origin = `http://${req.headers.host}`;
     const send = (body: unknown) => {
       const s = JSON.stringify(body);
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
@@ -127,7 +129,7 @@ function graphServer(certDir: string): void {
     res.writeHead(404, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ error: { code: 'Request_ResourceNotFound', message: url.pathname } }));
   });
-  server.listen(arg('graph-port', 443), '127.0.0.1', () => {
+  server.listen(arg('graph-port', 0), '127.0.0.1', () => {
     const addr = server.address() as { port: number };
     process.stdout.write(`PORT ${addr.port}\n`);
   });
@@ -137,9 +139,7 @@ function graphServer(certDir: string): void {
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'lockstep-reconcile-bench-'));
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
-  process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
-  const child: ChildProcess = spawn(process.execPath, [new URL(import.meta.url).pathname, '--graph-server', dir, '--users', String(USERS), '--groups', String(GROUPS), '--memberships', String(PER_USER)], {
+  const child: ChildProcess = spawn(process.execPath, [new URL(import.meta.url).pathname, '--graph-server', '--users', String(USERS), '--groups', String(GROUPS), '--memberships', String(PER_USER)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const port = await new Promise<number>((resolve, reject) => {
@@ -151,7 +151,7 @@ async function main(): Promise<void> {
     });
     child.on('exit', (code) => reject(new Error(`graph server exited ${code}`)));
   });
-  const graph = port === 443 ? 'https://127.0.0.1' : `https://127.0.0.1:${port}`;
+  const graph = `http://127.0.0.1:${port}`;
 
   // The token endpoint: the only call nock answers; everything to 127.0.0.1 passes through.
   const { default: nock } = await import('nock');
@@ -245,8 +245,13 @@ async function main(): Promise<void> {
   console.log(text);
 }
 
-if (process.argv.includes('--graph-server')) graphServer(process.argv[process.argv.indexOf('--graph-server') + 1]!);
-else
+if (process.argv.includes('--graph-server')) graphServer();
+else if (!process.argv.includes('--node-defaults') && !NODE_FLAGS.every((f) => process.execArgv.includes(f))) {
+  // The snapshot runs in this process: run it with the heap settings lockstep ships with
+  // (--node-defaults measures V8's defaults instead).
+  const again = spawn(process.execPath, [...NODE_FLAGS, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit' });
+  again.on('exit', (code) => process.exit(code ?? 1));
+} else
   main().catch((err) => {
     console.error(err);
     process.exit(1);

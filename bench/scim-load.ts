@@ -33,6 +33,7 @@ import { sha256Hex } from '../src/http/admin-auth.ts';
 import { openStore } from '../src/store/db.ts';
 import { IdentityRepo, type UserInput } from '../src/store/identities.ts';
 import { sql } from 'kysely';
+import { NODE_FLAGS } from '../src/node-flags.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -172,14 +173,14 @@ async function startServer(seed?: (dbPath: string) => Promise<void>): Promise<Se
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
   // Diagnostics only (e.g. --heapsnapshot-signal=SIGUSR2); figures in results are from runs without.
   if (process.env.BENCH_NODE_FLAGS) prof.push(...process.env.BENCH_NODE_FLAGS.split(' ').filter(Boolean));
-  const child = spawn(process.execPath, [...prof, join(ROOT, 'src/cli.ts'), 'serve', '--config', cfgFile, ...(NO_WORKERS || SPLIT ? ['--no-workers'] : [])], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'src/cli.ts'), 'serve', '--config', cfgFile, ...(NO_WORKERS || SPLIT ? ['--no-workers'] : [])], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   let worker: ChildProcess | undefined;
   if (SPLIT) {
     const workerCfg = join(dir, 'worker.json');
     writeFileSync(workerCfg, JSON.stringify({ ...config, server: { ...config.server, port: port + 1 } }));
-    worker = spawn(process.execPath, [join(ROOT, 'src/cli.ts'), 'worker', '--config', workerCfg], { stdio: ['ignore', 'ignore', 'inherit'] });
+    worker = spawn(process.execPath, [...NODE_FLAGS, join(ROOT, 'src/cli.ts'), 'worker', '--config', workerCfg], { stdio: ['ignore', 'ignore', 'inherit'] });
   }
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {

@@ -1,0 +1,15 @@
+/**
+ * The V8 heap settings lockstep runs with (`npm start`, the `lockstep` bin, the container image).
+ *
+ * Why: on a machine with plenty of RAM, V8's defaults let the young generation grow to ~100 MB and
+ * the old generation to several hundred MB of garbage before collecting, so a full reconciliation
+ * of 100,000 users peaked at ~700 MB RSS with a live heap under 100 MB. A smaller young
+ * generation and an explicit old-space limit keep it under ~380 MB at the same speed (figures in
+ * bench/sources-results.md). 512 MB of old space is five times the largest live heap measured;
+ * a larger tenant raises it (docs/operations.md, "Memory").
+ *
+ * The same list is written out in package.json's scripts, src/cli.ts's shebang and the
+ * Dockerfile's NODE_OPTIONS; test/unit/node-flags.test.ts keeps them equal. The benchmarks start
+ * lockstep with these flags so that they measure what ships.
+ */
+export const NODE_FLAGS: readonly string[] = ['--max-old-space-size=512', '--max-semi-space-size=8'];

@@ -1,0 +1,26 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { NODE_FLAGS } from '../../src/node-flags.ts';
+
+const root = new URL('../../', import.meta.url);
+const read = (p: string) => readFileSync(new URL(p, root), 'utf8');
+const flags = NODE_FLAGS.join(' ');
+
+describe('the V8 heap settings lockstep ships with are the same everywhere it starts', () => {
+  it('package.json scripts that run the daemon or the CLI', () => {
+    const scripts = JSON.parse(read('package.json')).scripts as Record<string, string>;
+    for (const name of ['start', 'serve', 'lockstep']) expect(scripts[name], name).toMatch(new RegExp(`^node ${flags} src/cli\\.ts\\b`));
+  });
+
+  it('the lockstep bin (shebang)', () => {
+    expect(read('src/cli.ts').split('\n')[0]).toBe(`#!/usr/bin/env -S node ${flags}`);
+  });
+
+  it('the container image (NODE_OPTIONS, so that an operator can override it)', () => {
+    expect(read('Dockerfile')).toContain(`ENV NODE_OPTIONS="${flags}"`);
+  });
+
+  it('are flags Node accepts in NODE_OPTIONS', () => {
+    for (const f of NODE_FLAGS) expect(process.allowedNodeEnvironmentFlags.has(f.split('=')[0]!), f).toBe(true);
+  });
+});
