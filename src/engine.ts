@@ -5,6 +5,7 @@ import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';
 import type { LockSystem } from './ports/lock-system.ts';
 import { applyQueueName, Queues, RECONCILE_QUEUE, redisConnection, type ApplyJob, type ReconcileJob } from './queue/queues.ts';
+import { Pacer } from './queue/pacing.ts';
 import { retryDelayMs } from './queue/retry.ts';
 import { Applier, RetryableApplyError } from './reconcile/applier.ts';
 import { Reconciler } from './reconcile/reconciler.ts';
@@ -29,6 +30,8 @@ export class Engine {
   /** Keys not returned by the deadline → blocklist (lockSystems[].tasks.blocklistOverdue). */
   readonly overdue: OverdueBlocklister;
   readonly lockdowns: LockdownService;
+  /** Scales worker concurrency down while requests need the event loop (src/queue/pacing.ts). */
+  readonly pacer: Pacer;
   private expiryTimer: NodeJS.Timeout | undefined;
   readonly redis: Redis;
   private readonly workers: Worker[] = [];
@@ -43,6 +46,9 @@ export class Engine {
     this.redis = redisConnection(deps.config.redis);
     this.redis.on('error', (err) => deps.log.warn({ err: err.message }, 'redis connection error'));
     this.queues = new Queues(this.redis, deps.config);
+    const { enabled: _enabled, ...pacing } = deps.config.pacing;
+    this.pacer = new Pacer(pacing, (share) => deps.metrics?.backgroundShare.set(share));
+    deps.metrics?.backgroundShare.set(1);
     this.lockdowns = new LockdownService({ store: deps.store, config: deps.config, log: deps.log, queues: this.queues });
     this.reconciler = new Reconciler({ ...deps, onApply: (items) => this.queues.enqueueApply(items), lockdowns: () => this.lockdowns.activeViews() });
     this.applier = new Applier(deps);
@@ -117,6 +123,8 @@ export class Engine {
       this.workers.push(worker);
     }
     for (const w of this.workers) void w.run().catch((err) => this.log.error({ err: err.message }, 'worker stopped'));
+    for (const w of this.workers) this.pacer.register(w);
+    if (this.cfg.pacing.enabled) this.pacer.start();
     this.sweeper.start();
     this.effectiveness.start();
     this.overdue.start();
@@ -158,6 +166,7 @@ export class Engine {
    */
   async stop(graceMs: number): Promise<void> {
     clearInterval(this.expiryTimer);
+    this.pacer.stop();
     await this.sweeper.stop();
     await this.effectiveness.stop();
     await this.overdue.stop();

@@ -41,6 +41,11 @@ export class Metrics {
     labelNames: ['queue'] as const,
     registers: [this.registry],
   });
+  readonly backgroundShare = new Gauge({
+    name: 'lockstep_background_concurrency_share',
+    help: 'Share of configured worker concurrency in use: below 1 while the pacer slows background work so that requests stay fast.',
+    registers: [this.registry],
+  });
   readonly queueDepth = new Gauge({
     name: 'lockstep_queue_jobs',
     help: 'Jobs per queue and state, read at scrape time.',

@@ -109,7 +109,7 @@ export async function startLockstep(config: Config, log: Logger, opts: { http: b
     const engine = new Engine({ config, store, identities, lockSystems, log, metrics });
     closers.push(() => engine.stop(config.server.shutdownGraceMs));
     if (opts.workers) engine.startWorkers();
-    const sources = await createSourceRuntime({ config, store, identities, lockSystems, log, enqueueReconcile: (marks) => engine.queues.enqueueReconcile(marks) });
+    const sources = await createSourceRuntime({ config, store, identities, lockSystems, log, enqueueReconcile: (marks) => engine.queues.enqueueReconcile(marks), pace: (w) => engine.pacer.register(w) });
     closers.push(() => sources.close());
     if (opts.workers) await sources.start();
 

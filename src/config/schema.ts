@@ -321,6 +321,22 @@ export const configSchema = z
       })
       .strict()
       .default({ concurrency: 32, sweepIntervalMs: 5_000, sweepAfterMs: 5_000, jobLockMs: 30_000, effectiveCheckIntervalMs: 15_000 }),
+    /**
+     * Background work yields to requests (src/queue/pacing.ts): while requests arrive and the
+     * event loop's delay is above target, every worker's concurrency is scaled down, then back up.
+     */
+    pacing: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Event-loop delay (p99 per 250 ms) the pacer keeps request handling under. */
+        targetDelayMs: z.number().int().min(1).max(1_000).default(10),
+        /** Smallest share of each worker's configured concurrency (at least one job always runs). */
+        minShare: z.number().min(0.01).max(1).default(0.1),
+        /** Below this many requests per second the pacer stands aside. */
+        minRequestsPerSecond: z.number().min(0).default(50),
+      })
+      .strict()
+      .default({ enabled: true, targetDelayMs: 10, minShare: 0.1, minRequestsPerSecond: 50 }),
     /** Emergency lockdown (the CRO's "revoke all") settings. */
     lockdown: z
       .object({

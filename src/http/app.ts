@@ -46,6 +46,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     genReqId: () => randomUUID(),
   });
   app.addHook('onRequest', async (req, reply) => {
+    engine.pacer.request();
     // Reject caller-chosen ids that could smuggle log or header content.
     if (!/^[A-Za-z0-9._:-]{1,128}$/.test(String(req.id))) req.id = randomUUID();
     reply.header('x-request-id', req.id);

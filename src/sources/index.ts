@@ -9,6 +9,7 @@ import { HintStore, type Persisted } from './hints.ts';
 import { redisOptions, SourceRunner } from './runner.ts';
 import type { SnapshotSummary } from './snapshot.ts';
 import { SourceSync } from './sync.ts';
+import type { Paced } from '../queue/pacing.ts';
 
 /**
  * Composition of the identity-source side of the daemon (see README.md): one adapter per
@@ -56,6 +57,8 @@ export interface SourceRuntimeDeps {
   lockSystems: Map<string, LockSystem>;
   log: Logger;
   enqueueReconcile?: (marks: DirtyMark[]) => Promise<void>;
+  /** Registers the confirmation worker with the engine's pacer. */
+  pace?: (worker: Paced) => void;
   /** Adapters to use instead of building them from config (tests). */
   adapters?: Map<string, IdentitySource>;
 }
@@ -89,7 +92,7 @@ export async function createSourceRuntime(deps: SourceRuntimeDeps): Promise<Sour
     log,
     reconfirm: async (sourceId, remoteId) => runner?.enqueue([{ type: 'confirm', sourceId, target: 'user', id: remoteId, priority: 1 }]),
   });
-  if (sources.size > 0) runner = new SourceRunner({ config, store, identities, sync, hints, sources, connection: redisOptions(config.redis.url), log });
+  if (sources.size > 0) runner = new SourceRunner({ config, store, identities, sync, hints, sources, connection: redisOptions(config.redis.url), log, ...(deps.pace ? { pace: deps.pace } : {}) });
   const drift = new LockDriftChecker({ config, store, lockSystems: deps.lockSystems, log, ...(deps.enqueueReconcile ? { enqueueReconcile: deps.enqueueReconcile } : {}) });
   let started = false;
 

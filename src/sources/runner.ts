@@ -10,6 +10,7 @@ import type { IdentityRepo } from '../store/identities.ts';
 import { upsertState, type HintStore, type Persisted } from './hints.ts';
 import { runSnapshot, type SnapshotSummary } from './snapshot.ts';
 import type { SourceSync } from './sync.ts';
+import type { Paced } from '../queue/pacing.ts';
 
 /**
  * Drives the API-connected identity sources on one BullMQ queue, `sources` (prefix from config):
@@ -84,6 +85,8 @@ export interface RunnerDeps {
   /** Connection options: BullMQ owns (and closes) the queue's and the worker's connections. */
   connection: RedisOptions;
   log: Logger;
+  /** Registers the confirmation worker with the engine's pacer (src/queue/pacing.ts). */
+  pace?: (worker: Paced) => void;
 }
 
 /** ioredis options from a redis:// or rediss:// URL (user, password, database index). */
@@ -197,6 +200,7 @@ export class SourceRunner {
     worker.on('failed', (job, err) => void this.onFailed(job, err));
     worker.on('error', (err) => log.warn({ err: err.message }, 'source worker error'));
     this.worker = worker;
+    this.deps.pace?.(worker);
     void worker.run().catch((err: Error) => log.error({ err: err.message }, 'source worker stopped'));
 
     const now = Date.now();
