@@ -134,10 +134,10 @@ async function main() {
     }, 0);
 
   const phase = async (name: string, action: () => Promise<any>, doneWhen: (f: any) => boolean) => {
-    const before = { iloq: iloq.requestTotal, cliq: cliq.requestTotal, cpu: cpu() };
+    const before = { iloq: iloq.requestTotal, cliq: cliq.requestTotal, iloqReceived: iloq.requestsReceived, cliqReceived: cliq.requestsReceived, cpu: cpu() };
     let first: number | undefined;
     const watchFirst = setInterval(() => {
-      if (first === undefined && (iloq.requestTotal > before.iloq || cliq.requestTotal > before.cliq)) first = performance.now();
+      if (first === undefined && (iloq.requestsReceived > before.iloqReceived || cliq.requestsReceived > before.cliqReceived)) first = performance.now();
     }, 1);
     const started = performance.now();
     const id = (await action()).id as string;

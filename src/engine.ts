@@ -35,6 +35,7 @@ export class Engine {
   private expiryTimer: NodeJS.Timeout | undefined;
   readonly redis: Redis;
   private readonly workers: Worker[] = [];
+  private readonly workerConnections: Redis[] = [];
   private readonly cfg: Config;
   private readonly store: Store;
   private readonly log: Logger;
@@ -68,11 +69,23 @@ export class Engine {
     });
   }
 
+  /**
+   * Each worker gets a connection of its own: on the connection the queues add jobs on, a
+   * worker's fetch waits behind every add queued before it (a lockdown's thousands of jobs held
+   * back the first reconcile for as long as they took to add).
+   */
+  private workerConnection(): Redis {
+    const c = redisConnection(this.cfg.redis);
+    c.on('error', (err) => this.log.warn({ err: err.message }, 'redis connection error (worker)'));
+    this.workerConnections.push(c);
+    return c;
+  }
+
   startWorkers(): void {
     const prefix = this.cfg.redis.prefix;
     const lockDuration = this.cfg.reconcile.jobLockMs;
     const reconcileWorker = new Worker<ReconcileJob>(RECONCILE_QUEUE, (job: Job<ReconcileJob>) => this.reconciler.reconcile(job.data.personId), {
-      connection: this.redis,
+      connection: this.workerConnection(),
       prefix,
       concurrency: this.cfg.reconcile.concurrency,
       lockDuration,
@@ -103,7 +116,7 @@ export class Engine {
             },
           }),
         {
-          connection: this.redis,
+          connection: this.workerConnection(),
           prefix,
           concurrency: ls.apply.concurrency,
           lockDuration,
@@ -170,7 +183,7 @@ export class Engine {
     await this.sweeper.stop();
     await this.effectiveness.stop();
     await this.overdue.stop();
-    if (this.redis.status !== 'ready') this.redis.disconnect();
+    if (this.redis.status !== 'ready') for (const c of [this.redis, ...this.workerConnections]) c.disconnect();
     const graceful = Promise.all(this.workers.map((w) => w.close()));
     let timer: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([graceful.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), graceMs)))]);
@@ -181,8 +194,10 @@ export class Engine {
     }
     // With Redis down, BullMQ's close waits for a connection that never comes: bound it.
     const closed = await withTimeout(this.queues.close(), 2000);
-    if (!closed || this.redis.status !== 'ready') this.redis.disconnect();
-    else await this.redis.quit().catch(() => {});
+    for (const c of [this.redis, ...this.workerConnections]) {
+      if (!closed || c.status !== 'ready') c.disconnect();
+      else await c.quit().catch(() => {});
+    }
   }
 }
 

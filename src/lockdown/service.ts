@@ -9,6 +9,12 @@ import type { Store } from '../store/db.ts';
 import { markEveryoneDirty, PRIORITY_NORMAL } from '../store/identities.ts';
 import type { Database, LockdownsTable } from '../store/schema.ts';
 
+/** Persons queued before a lockdown's start or lift is answered; the rest follow in chunks. */
+const FIRST_BATCH = 4;
+const REST_CHUNK = 250;
+/** Head start of the first batch: its reconciles run before thousands of others compete with them. */
+const REST_DELAY_MS = 20;
+
 /**
  * Emergency lockdowns: the CRO's "revoke all" and its lift. A lockdown is a row in the database
  * that every reconcile reads (see domain/lockdown.ts): starting one marks the affected persons
@@ -105,17 +111,20 @@ export class LockdownService {
       const targets: Record<string, number> = {};
       const persons = new Set<string>();
       const counted = new Set<string>();
-      const consider = (person: string, ls: string, access: string[], target: boolean) => {
-        if (!access.some((a) => inScope(scope, ls, a)) && !(scope.all || scope.lockSystems?.includes(ls))) return;
+      // Access lists are parsed only for scopes that name access (a revoke-all of 10,000 keys
+      // would otherwise spend a noticeable part of its first 100 ms in JSON.parse).
+      const consider = (person: string, ls: string, accessJson: string, target: boolean) => {
+        const whole = scope.all || scope.lockSystems?.includes(ls);
+        if (!whole && !(JSON.parse(accessJson) as string[]).some((a) => inScope(scope, ls, a))) return;
         persons.add(person);
         // Progress counts what must be revoked: break-glass holders keep their access.
         if (!target || breakGlass.has(person) || counted.has(`${ls}/${person}`)) return;
         counted.add(`${ls}/${person}`);
         targets[ls] = (targets[ls] ?? 0) + 1;
       };
-      for (const h of holders) consider(h.person_id, h.lock_system_id, JSON.parse(h.access) as string[], true);
+      for (const h of holders) consider(h.person_id, h.lock_system_id, h.access, true);
       // Running grants will land and then be revoked; pending ones are superseded before they run.
-      for (const op of inflight) consider(op.person_id, op.lock_system_id, JSON.parse(op.access) as string[], op.state === 'running');
+      for (const op of inflight) consider(op.person_id, op.lock_system_id, op.access, op.state === 'running');
       const row: LockdownsTable = {
         id,
         scope: JSON.stringify(scope),
@@ -161,12 +170,8 @@ export class LockdownService {
       return { lockdown: row, created: true, persons: [...persons] };
     });
     if (result.created) {
-      // Straight to the queue: the sweeper is the fallback, not the path, in an emergency. A
-      // small first batch puts the first revocation on its way within milliseconds; the rest is
-      // queued without holding up the answer (the dirty marks are committed either way).
-      const [first, rest] = [result.persons.slice(0, 50), result.persons.slice(50)];
-      await this.enqueue(first, PRIORITY_LOCKDOWN);
-      void this.enqueue(rest, PRIORITY_LOCKDOWN).catch((err: Error) => this.log.warn({ err: err.message }, 'enqueue of lockdown persons failed; the sweeper will pick them up'));
+      // Straight to the queue: the sweeper is the fallback, not the path, in an emergency.
+      await this.enqueueFirstThenRest(result.persons, PRIORITY_LOCKDOWN);
       this.log.warn({ lockdown: id, scope, persons: result.persons.length, startedBy: actor.name }, 'LOCKDOWN STARTED');
       void this.notify('lockdown.started', result.lockdown);
     }
@@ -262,7 +267,7 @@ export class LockdownService {
 
   private async afterFinish(l: LockdownsTable, event: string): Promise<void> {
     const persons = await this.store.db.selectFrom('dirty').select('person_id').where('reason', 'like', `lockdown ${l.id}%`).execute();
-    await this.enqueue(
+    await this.enqueueFirstThenRest(
       persons.map((p) => p.person_id),
       PRIORITY_NORMAL,
     );
@@ -343,6 +348,25 @@ export class LockdownService {
       queuedPersons: Number(queued.n),
       lift: l.lift_correlation_id ? { perLockSystem: restored } : null,
     };
+  }
+
+  /**
+   * Queues a small first batch before answering, so that the first request leaves within
+   * milliseconds, and the rest in the background in chunks that yield to the event loop: creating
+   * thousands of jobs in one go would starve the first batch's reconciles. The dirty marks are
+   * committed before this runs, so whatever Redis misses, the sweeper offers again.
+   */
+  private async enqueueFirstThenRest(persons: string[], priority: number): Promise<void> {
+    await this.enqueue(persons.slice(0, FIRST_BATCH), priority);
+    const rest = persons.slice(FIRST_BATCH);
+    if (rest.length === 0) return;
+    void (async () => {
+      await new Promise((r) => setTimeout(r, REST_DELAY_MS));
+      for (let i = 0; i < rest.length; i += REST_CHUNK) {
+        await new Promise((r) => setImmediate(r));
+        await this.enqueue(rest.slice(i, i + REST_CHUNK), priority);
+      }
+    })().catch((err: Error) => this.log.warn({ err: err.message }, 'enqueue of lockdown persons failed; the sweeper will pick them up'));
   }
 
   private async enqueue(persons: string[], priority: number): Promise<void> {

@@ -146,6 +146,8 @@ export interface CliqSimulator {
   readonly faults: CliqSimFaults;
   readonly requests: readonly CliqRequestLogEntry[];
   readonly requestTotal: number;
+  /** API requests received (counted on arrival, before any injected latency) since start or reset. */
+  readonly requestsReceived: number;
   setFaults(input: CliqSimFaultsInput): CliqSimFaults;
   clearFaults(): void;
   expireToken(): void;
@@ -206,6 +208,7 @@ export async function startCliqSimulator(opts: CliqSimulatorOptions = {}): Promi
   let failSeen = 0;
   let log: CliqRequestLogEntry[] = [];
   let total = 0;
+  let received = 0;
   const timers = new Set<NodeJS.Timeout>();
 
   const scheduleJob = (job: CliqJob) => {
@@ -458,6 +461,7 @@ export async function startCliqSimulator(opts: CliqSimulatorOptions = {}): Promi
     const path = inBase ? fullPath.slice(basePath.length) || '/' : fullPath;
     try {
       const body = await readJson(req);
+      received++;
       const delay = faults.latencyMs + (faults.jitterMs > 0 ? Math.random() * faults.jitterMs : 0);
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
       if (!inBase) reply = err(404, 'NOT_FOUND', `no route ${method} ${fullPath}`);
@@ -518,6 +522,9 @@ export async function startCliqSimulator(opts: CliqSimulatorOptions = {}): Promi
     get requestTotal() {
       return total;
     },
+    get requestsReceived() {
+      return received;
+    },
     setFaults,
     clearFaults: () => {
       faults = freshFaults();
@@ -541,6 +548,7 @@ export async function startCliqSimulator(opts: CliqSimulatorOptions = {}): Promi
       tokenExpired = false;
       log = [];
       total = 0;
+      received = 0;
       seed();
     },
     clearRequestLog: () => {

@@ -151,6 +151,8 @@ export interface IloqSimulator {
   readonly requests: readonly RequestLogEntry[];
   /** API requests answered since start or reset (not bounded; for benchmarks). */
   readonly requestTotal: number;
+  /** API requests received (counted on arrival, before any injected latency) since start or reset. */
+  readonly requestsReceived: number;
   setFaults(input: SimFaultsInput): SimFaults;
   clearFaults(): void;
   expireSessions(): void;
@@ -217,6 +219,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
   let faults = freshFaults();
   let log: RequestLogEntry[] = [];
   let total = 0;
+  let received = 0;
   let failSeen = 0;
   const timers = new Set<NodeJS.Timeout>();
 
@@ -564,6 +567,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
         send(res, control(method, path, query, body));
         return;
       }
+      received++;
       const delay = faults.latencyMs + (faults.jitterMs > 0 ? Math.random() * faults.jitterMs : 0);
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
       reply = injectedFault(method, path) ?? route(method, path, query, body, req.headers);
@@ -615,6 +619,9 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
     get requestTotal() {
       return total;
     },
+    get requestsReceived() {
+      return received;
+    },
     setFaults: (input) => setFaults(input),
     clearFaults: () => {
       faults = freshFaults();
@@ -630,6 +637,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
       failSeen = 0;
       log = [];
       total = 0;
+      received = 0;
       seed();
     },
     clearRequestLog: () => {
