@@ -49,8 +49,10 @@ export class Sweeper {
         await trx.deleteFrom('schedule').where('person_id', 'in', due.map((d) => d.person_id)).where('due_at', '<=', now).execute();
       });
     const dirty = await store.db.selectFrom('dirty').select(['person_id', 'priority']).where('marked_at', '<=', cutoff).orderBy('priority').orderBy('marked_at').limit(batch).execute();
-    await queues.clearFailed(dirty.map((d) => ({ personId: d.person_id })));
-    await queues.enqueueReconcile(dirty.map((d) => ({ personId: d.person_id, priority: d.priority })));
+    await inChunks(dirty, async (part) => {
+      await queues.clearFailed(part.map((d) => ({ personId: d.person_id })));
+      await queues.enqueueReconcile(part.map((d) => ({ personId: d.person_id, priority: d.priority })));
+    });
     const ops = await store.db
       .selectFrom('operations')
       .select(['lock_system_id', 'person_id', (eb) => eb.fn.min('priority').as('priority')])
@@ -59,10 +61,24 @@ export class Sweeper {
       .groupBy(['lock_system_id', 'person_id'])
       .limit(batch)
       .execute();
-    await queues.clearFailed(ops.map((o) => ({ lockSystemId: o.lock_system_id, personId: o.person_id })));
-    await queues.enqueueApply(ops.map((o) => ({ lockSystemId: o.lock_system_id, personId: o.person_id, priority: Number(o.priority) })));
+    await inChunks(ops, async (part) => {
+      await queues.clearFailed(part.map((o) => ({ lockSystemId: o.lock_system_id, personId: o.person_id })));
+      await queues.enqueueApply(part.map((o) => ({ lockSystemId: o.lock_system_id, personId: o.person_id, priority: Number(o.priority) })));
+    });
     if (dirty.length) this.deps.metrics?.sweptJobs.inc({ queue: 'reconcile' }, dirty.length);
     if (ops.length) this.deps.metrics?.sweptJobs.inc({ queue: 'apply' }, ops.length);
     return { reconcile: dirty.length, apply: ops.length };
+  }
+}
+
+/**
+ * Offers work in chunks that yield to the event loop in between: a pass can offer thousands of
+ * jobs, and creating them in one go would hold up every request meanwhile (a backlog is exactly
+ * when requests keep arriving).
+ */
+async function inChunks<T>(items: T[], fn: (part: T[]) => Promise<void>, size = 250): Promise<void> {
+  for (let i = 0; i < items.length; i += size) {
+    if (i > 0) await new Promise((r) => setImmediate(r));
+    await fn(items.slice(i, i + size));
   }
 }
