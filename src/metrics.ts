@@ -46,6 +46,42 @@ export class Metrics {
     help: 'Share of configured worker concurrency in use: below 1 while the pacer slows background work so that requests stay fast.',
     registers: [this.registry],
   });
+  readonly sourceHooks = new Counter({
+    name: 'lockstep_source_hooks_total',
+    help: 'IdP webhook deliveries by outcome: accepted (stored), handshake, rejected (authentication or format), unavailable (could not be stored; 503, the IdP retries).',
+    labelNames: ['source', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly sourcePendingHints = new Gauge({
+    name: 'lockstep_source_hints_pending',
+    help: 'Hints (webhook or delta) stored but not yet confirmed through the IdP API, per source (database, at scrape time).',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly sourceOldestPendingHint = new Gauge({
+    name: 'lockstep_source_oldest_pending_hint_timestamp_seconds',
+    help: 'When the oldest unconfirmed hint of the source arrived (Unix time; absent when none is pending).',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly sourceLastSnapshot = new Gauge({
+    name: 'lockstep_source_last_full_reconciliation_timestamp_seconds',
+    help: 'When the last full reconciliation (snapshot) of the source finished (Unix time).',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly sourceLastDelta = new Gauge({
+    name: 'lockstep_source_last_delta_timestamp_seconds',
+    help: 'When the last delta round of the source finished (Unix time; sources with deltas only).',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly sourceLastError = new Gauge({
+    name: 'lockstep_source_last_error_timestamp_seconds',
+    help: 'When the source last failed (confirmation, delta or snapshot), Unix time; see GET /api/v1/drift for the message.',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
   readonly queueDepth = new Gauge({
     name: 'lockstep_queue_jobs',
     help: 'Jobs per queue and state, read at scrape time.',

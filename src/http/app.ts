@@ -95,13 +95,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const publicBaseUrl = config.server.publicBaseUrl ?? `http://${config.server.host}:${config.server.port}`;
   await app.register(scimRoutes, { prefix: '/scim/v2', identities: deps.identities, sources: config.sources, publicBaseUrl });
   if (deps.sources) {
-    await app.register(hookRoutes, { sources: deps.sources, store });
+    await app.register(hookRoutes, { sources: deps.sources, store, metrics });
     await app.register(driftRoutes, { prefix: '/api/v1', config, store, identities: deps.identities, reconciler: engine.reconciler, sources: deps.sources });
   }
   return app as unknown as FastifyInstance;
 }
 
-async function refreshGauges({ engine, store, metrics }: AppDeps): Promise<void> {
+async function refreshGauges({ engine, store, metrics, config }: AppDeps): Promise<void> {
   const counts = await engine.queues.counts().catch(() => []);
   metrics.queueDepth.reset();
   for (const q of counts) for (const [state, n] of Object.entries(q.counts)) metrics.queueDepth.set({ queue: q.queue, state }, n);
@@ -138,4 +138,31 @@ async function refreshGauges({ engine, store, metrics }: AppDeps): Promise<void>
     .executeTakeFirstOrThrow();
   metrics.openTasks.set({ overdue: 'false' }, Number(tasks.n) - Number(tasks.overdue ?? 0));
   metrics.openTasks.set({ overdue: 'true' }, Number(tasks.overdue ?? 0));
+  await refreshSourceGauges(store, metrics, config.sources.map((s) => s.id));
+}
+
+/** Per identity source, from the database: every process reports the same values. */
+async function refreshSourceGauges(store: AppDeps['store'], metrics: Metrics, sourceIds: string[]): Promise<void> {
+  for (const g of [metrics.sourcePendingHints, metrics.sourceOldestPendingHint, metrics.sourceLastSnapshot, metrics.sourceLastDelta, metrics.sourceLastError]) g.reset();
+  if (sourceIds.length === 0) return;
+  const pending = await store.db
+    .selectFrom('source_hints')
+    .select((eb) => ['source_id', eb.fn.countAll<number>().as('n'), eb.fn.min('received_at').as('oldest')])
+    .where('state', '=', 'pending')
+    .groupBy('source_id')
+    .execute();
+  const bySource = new Map(pending.map((p) => [p.source_id, p]));
+  for (const id of sourceIds) {
+    const p = bySource.get(id);
+    metrics.sourcePendingHints.set({ source: id }, Number(p?.n ?? 0));
+    if (p?.oldest !== null && p?.oldest !== undefined) metrics.sourceOldestPendingHint.set({ source: id }, Number(p.oldest) / 1000);
+  }
+  const states = await store.db.selectFrom('source_state').select(['source_id', 'last_snapshot_done_at', 'last_delta_at', 'last_error_at']).execute();
+  for (const s of states) {
+    if (!sourceIds.includes(s.source_id)) continue;
+    const labels = { source: s.source_id };
+    if (s.last_snapshot_done_at !== null) metrics.sourceLastSnapshot.set(labels, Number(s.last_snapshot_done_at) / 1000);
+    if (s.last_delta_at !== null) metrics.sourceLastDelta.set(labels, Number(s.last_delta_at) / 1000);
+    if (s.last_error_at !== null) metrics.sourceLastError.set(labels, Number(s.last_error_at) / 1000);
+  }
 }

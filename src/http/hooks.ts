@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { appendAudit } from '../audit/audit.ts';
 import type { IdpKind } from '../ports/identity-source.ts';
 import type { SourceRuntime } from '../sources/index.ts';
+import type { Metrics } from '../metrics.ts';
 import type { Store } from '../store/db.ts';
 import { sendProblem } from './problems.ts';
 
@@ -38,8 +39,8 @@ export const HOOK_ROUTE_TABLE: Record<IdpKind, Array<{ path: string; methods: st
   oneidentity: [],
 };
 
-export async function hookRoutes(app: FastifyInstance, opts: { sources: SourceRuntime; store: Store }): Promise<void> {
-  const { sources, store } = opts;
+export async function hookRoutes(app: FastifyInstance, opts: { sources: SourceRuntime; store: Store; metrics?: Metrics }): Promise<void> {
+  const { sources, store, metrics } = opts;
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   const rejections = new Map<string, { minute: number; n: number }>();
@@ -77,16 +78,21 @@ export async function hookRoutes(app: FastifyInstance, opts: { sources: SourceRu
       query: (req.query ?? {}) as Record<string, string | string[] | undefined>,
       rawBody: Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0),
     });
-    if (res.outcome === 'rejected') await auditRejection(req, sourceId, idp, res.status, res.reason ?? 'rejected');
+    if (res.outcome === 'rejected') {
+      metrics?.sourceHooks.inc({ source: sourceId, outcome: 'rejected' });
+      await auditRejection(req, sourceId, idp, res.status, res.reason ?? 'rejected');
+    }
     else if (res.reason) req.log.info({ source: sourceId, reason: res.reason }, 'hook partly ignored');
     if (res.outcome === 'accepted' && (res.changes.length || res.tasks.length || res.resync)) {
       try {
         await sources.persistHook(sourceId, res);
       } catch (err) {
+        metrics?.sourceHooks.inc({ source: sourceId, outcome: 'unavailable' });
         req.log.error({ source: sourceId, err: (err as Error).message }, 'could not persist hook hints; answering 503 so the IdP retries');
         return sendProblem(reply.header('retry-after', '5'), 'UNAVAILABLE', 'the hints could not be stored; deliver again');
       }
     }
+    if (res.outcome !== 'rejected') metrics?.sourceHooks.inc({ source: sourceId, outcome: res.outcome });
     reply.code(res.status);
     if (res.headers) reply.headers(res.headers);
     return reply.send(res.body ?? '');

@@ -69,6 +69,13 @@ describe('Okta event hook → confirmation → iLOQ', () => {
     expect(actions).toEqual(expect.arrayContaining(['identity.user.create', 'identity.membership.add', 'identity.user.deactivate', 'plan', 'operation.accepted']));
     expect((await verifyAudit(s.rt.store.db)).ok).toBe(true);
     expect(nock.pendingMocks()).toEqual([]);
+
+    // Per-source metrics: deliveries by outcome (this process), hints still unconfirmed (database).
+    const metrics = await fetch(`${s.url}/metrics`, { headers: { authorization: `Bearer ${s.auditorToken}` } }).then((r) => r.text());
+    expect(metrics).toMatch(/lockstep_source_hooks_total\{source="okta-prod",outcome="handshake"\} 1\n/);
+    expect(metrics).toMatch(/lockstep_source_hooks_total\{source="okta-prod",outcome="accepted"\} 2\n/);
+    expect(metrics).toMatch(/lockstep_source_hints_pending\{source="okta-prod"\} 0\n/);
+    expect(metrics).not.toMatch(/lockstep_source_oldest_pending_hint_timestamp_seconds\{/);
   });
 
   it('stores a redelivered event once (dedupe on its key) and confirms it once', async () => {
@@ -128,6 +135,8 @@ describe('Okta event hook → confirmation → iLOQ', () => {
     expect(await hintRows('okta-prod')).toEqual([]);
     const audit = (await s.admin('GET', '/audit?action=source.hook.rejected')).body.items as Array<{ actor: string; detail: { reason: string; status: number } }>;
     expect(audit).toHaveLength(2);
+    const metrics = await fetch(`${s.url}/metrics`, { headers: { authorization: `Bearer ${s.auditorToken}` } }).then((r) => r.text());
+    expect(metrics).toMatch(/lockstep_source_hooks_total\{source="okta-prod",outcome="rejected"\} 2\n/);
     expect(audit[0]).toMatchObject({ actor: 'hook:okta-prod', detail: { status: 401 } });
     expect(JSON.stringify(audit)).not.toContain('00uxxx'); // never the body
 
