@@ -10,6 +10,10 @@ import type { AccessMap, ActualState, PlannedOperation } from './types.ts';
  *   ever provisioned on and have not yet left: every managed access removed, keys end-dated,
  *   programming ordered;
  * - an active person who had left gets `reinstate` before any grant;
+ * - an active person with access whose termination date differs from the one last put on their
+ *   keys gets `reinstate` (no access) too: it sets the keys' end date to the current one, so a
+ *   date moved earlier reaches even a key that is never online again, and one moved later does
+ *   not stop a key early;
  * - revocations come before grants, and carry leaver priority, so that taking access away is
  *   never queued behind giving it.
  */
@@ -24,6 +28,8 @@ export interface PlanInput {
   actual: ReadonlyMap<string, ActualState>;
   /** Access names lockstep manages per lock system (all names any rule can grant). */
   managed: ReadonlyMap<string, ReadonlySet<string>>;
+  /** The person's termination date (ISO), if any: what the keys' end date should be. */
+  endDate?: string | null;
 }
 
 export function plan(input: PlanInput): PlannedOperation[] {
@@ -43,25 +49,50 @@ export function plan(input: PlanInput): PlannedOperation[] {
     const revoke = [...have].filter((a) => !want.has(a)).sort();
     const grant = [...want].filter((a) => !have.has(a)).sort();
     if (revoke.length) ops.push({ lockSystemId: ls, kind: 'revoke', access: revoke, priority: PRIORITY.revoke });
-    if (actual?.left && want.size > 0) ops.push({ lockSystemId: ls, kind: 'reinstate', access: [], priority: PRIORITY.reinstate });
+    const keepsAccess = have.size - revoke.length > 0 || grant.length > 0;
+    const endDateStale = actual !== undefined && !actual.left && keepsAccess && !sameEndDate(actual.endDate, input.endDate ?? null);
+    if ((actual?.left && want.size > 0) || endDateStale) ops.push({ lockSystemId: ls, kind: 'reinstate', access: [], priority: PRIORITY.reinstate });
     if (grant.length) ops.push({ lockSystemId: ls, kind: 'grant', access: grant, priority: PRIORITY.grant });
   }
   return ops;
 }
 
-/** The state after an operation is accepted: what the planner should assume next time. */
-export function applyToState(state: ActualState | undefined, op: Pick<PlannedOperation, 'kind' | 'access'>): ActualState {
+/** A terminationDate attribute as the planner compares it: ISO, or null when absent or unreadable. */
+export function endDateOf(terminationDate: string | undefined): string | null {
+  if (!terminationDate) return null;
+  const t = Date.parse(terminationDate);
+  return Number.isNaN(t) ? null : new Date(t).toISOString();
+}
+
+/**
+ * Whether the keys carry the wanted end date. Not known (`undefined`, state from before lockstep
+ * kept it) counts as right unless a date is wanted, so that an upgrade does not touch every key.
+ */
+function sameEndDate(actual: string | null | undefined, wanted: string | null): boolean {
+  if (actual === undefined) return wanted === null;
+  return actual === wanted;
+}
+
+/**
+ * The state after an operation is accepted: what the planner should assume next time.
+ * `endDate` is the termination date the operation was applied with: a reinstate sets the keys'
+ * end date to it exactly, and so does the first grant on a lock system; a later grant only
+ * shortens an end date, so what is known stays as it was.
+ */
+export function applyToState(state: ActualState | undefined, op: Pick<PlannedOperation, 'kind' | 'access'>, endDate?: string | null): ActualState {
   const access = new Set(state?.access ?? []);
+  const known = state?.endDate;
+  const withEnd = (s: ActualState, end: string | null | undefined): ActualState => (end === undefined ? s : { ...s, endDate: end });
   switch (op.kind) {
     case 'grant':
       for (const a of op.access) access.add(a);
-      return { access, left: state?.left ?? false };
+      return withEnd({ access, left: state?.left ?? false }, state === undefined ? endDate : known);
     case 'revoke':
       for (const a of op.access) access.delete(a);
-      return { access, left: state?.left ?? false };
+      return withEnd({ access, left: state?.left ?? false }, known);
     case 'leave':
-      return { access: new Set(), left: true };
+      return withEnd({ access: new Set(), left: true }, known);
     case 'reinstate':
-      return { access, left: false };
+      return withEnd({ access, left: false }, endDate === undefined ? known : endDate);
   }
 }

@@ -32,6 +32,11 @@ export interface ActualState {
   access: Set<string>;
   /** True once the leaver treatment (access removed, end date set, programming ordered) was accepted. */
   left: boolean;
+  /**
+   * The termination date lockstep last put on the person's keys there (ISO), `null` for none,
+   * `undefined` when not known (state recorded before lockstep kept it).
+   */
+  endDate?: string | null;
 }
 
 export type OperationKind = 'grant' | 'revoke' | 'leave' | 'reinstate';

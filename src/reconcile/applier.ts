@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { Job } from 'bullmq';
 import { sql, type Transaction } from 'kysely';
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
-import { applyToState } from '../domain/planner.ts';
+import { applyToState, endDateOf } from '../domain/planner.ts';
+import { endDateFromRow } from './reconciler.ts';
 import type { OperationKind, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
@@ -95,7 +96,7 @@ export class Applier {
       try {
         const result = await system.apply({ operationId: op.id, kind, access, person });
         this.metrics?.operationSeconds.observe({ lock_system: lockSystemId, kind }, (performance.now() - started) / 1000);
-        await this.accept(lockSystemId, personId, op, result);
+        await this.accept(lockSystemId, personId, op, result, endDateOf(person.terminationDate));
         outcome.accepted += 1;
         this.metrics?.operations.inc({ lock_system: lockSystemId, kind, outcome: 'accepted' });
         this.metrics?.endToEndSeconds.observe({ lock_system: lockSystemId, kind }, (Date.now() - Number(op.requested_at)) / 1000);
@@ -167,7 +168,7 @@ export class Applier {
     });
   }
 
-  private async accept(lockSystemId: string, personId: string, op: OpRow, result: ApplyResult): Promise<void> {
+  private async accept(lockSystemId: string, personId: string, op: OpRow, result: ApplyResult, endDate: string | null): Promise<void> {
     const now = Date.now();
     const revocation = op.kind === 'revoke' || op.kind === 'leave';
     // The first truth is now; the second comes per key, when the change reaches it.
@@ -199,13 +200,15 @@ export class Applier {
           )
           .execute();
       const taskEntries = await this.raiseTasks(trx, lockSystemId, personId, op, result, now);
-      const cur = await trx.selectFrom('lock_state').select(['access', 'departed']).where('lock_system_id', '=', lockSystemId).where('person_id', '=', personId).executeTakeFirst();
-      const next = applyToState(cur ? { access: new Set(JSON.parse(cur.access) as string[]), left: cur.departed === 1 } : undefined, {
-        kind: op.kind as PlannedOperation['kind'],
-        access: JSON.parse(op.access) as string[],
-      });
+      const cur = await trx.selectFrom('lock_state').select(['access', 'departed', 'end_date']).where('lock_system_id', '=', lockSystemId).where('person_id', '=', personId).executeTakeFirst();
+      const next = applyToState(
+        cur ? { access: new Set(JSON.parse(cur.access) as string[]), left: cur.departed === 1, ...endDateFromRow(cur.end_date) } : undefined,
+        { kind: op.kind as PlannedOperation['kind'], access: JSON.parse(op.access) as string[] },
+        endDate,
+      );
       const remote = (result as { remotePersonId?: string } | undefined)?.remotePersonId ?? null;
-      const row = { access: JSON.stringify([...next.access].sort()), departed: next.left ? 1 : 0, updated_at: now };
+      const endDateRow = next.endDate === undefined ? null : (next.endDate ?? '');
+      const row = { access: JSON.stringify([...next.access].sort()), departed: next.left ? 1 : 0, end_date: endDateRow, updated_at: now };
       await trx
         .insertInto('lock_state')
         .values({ lock_system_id: lockSystemId, person_id: personId, remote_person_id: remote, ...row })

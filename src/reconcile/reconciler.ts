@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { appendAudit } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
-import { applyToState, plan } from '../domain/planner.ts';
+import { applyToState, endDateOf, plan } from '../domain/planner.ts';
 import { desiredAccess, isActive, managedAccess, matchingRules, nextChange, type PolicyContext } from '../domain/policy.ts';
 import { applyLockdowns, type LockdownView } from '../domain/lockdown.ts';
 import { PRIORITY_LOCKDOWN } from '../lockdown/service.ts';
@@ -97,7 +97,7 @@ export class Reconciler {
     let requeue = false;
 
     const body = async (trx: typeof db) => {
-      const states = await trx.selectFrom('lock_state').select(['lock_system_id', 'access', 'departed']).where('person_id', '=', personId).execute();
+      const states = await trx.selectFrom('lock_state').select(['lock_system_id', 'access', 'departed', 'end_date']).where('person_id', '=', personId).execute();
       const inflight = await trx
         .selectFrom('operations')
         .select(['seq', 'id', 'lock_system_id', 'kind', 'access', 'state', 'priority'])
@@ -108,12 +108,14 @@ export class Reconciler {
       const actual = new Map<string, ActualState>();
       for (const s of states) {
         if (!this.systems.has(s.lock_system_id)) continue;
-        actual.set(s.lock_system_id, { access: new Set(JSON.parse(s.access) as string[]), left: s.departed === 1 });
+        actual.set(s.lock_system_id, { access: new Set(JSON.parse(s.access) as string[]), left: s.departed === 1, ...endDateFromRow(s.end_date) });
       }
+      // A running operation applies the termination date the identity has when it is sent: this one.
+      const endDate = endDateOf(identity?.attributes.terminationDate);
       for (const op of inflight)
         if (op.state === 'running' && this.systems.has(op.lock_system_id))
-          actual.set(op.lock_system_id, applyToState(actual.get(op.lock_system_id), { kind: op.kind as PlannedOperation['kind'], access: JSON.parse(op.access) }));
-      operations = plan({ active: isActive(identity, now), desired, actual, managed: this.managed })
+          actual.set(op.lock_system_id, applyToState(actual.get(op.lock_system_id), { kind: op.kind as PlannedOperation['kind'], access: JSON.parse(op.access) }, endDate));
+      operations = plan({ active: isActive(identity, now), desired, actual, managed: this.managed, endDate })
         .filter((o) => this.systems.has(o.lockSystemId))
         // Under lockdown, revocations jump every queue (BullMQ runs unprioritised jobs first).
         .map((o) => (lockdownsApplied.length && o.kind === 'revoke' ? { ...o, priority: PRIORITY_LOCKDOWN } : o));
@@ -207,4 +209,10 @@ export class Reconciler {
     }
     return { personId, correlationId, desired: desiredOut, rules, operations, requeue };
   }
+}
+
+/** lock_state.end_date → ActualState.endDate: NULL not known, '' none, else the ISO date. */
+export function endDateFromRow(v: string | null): { endDate?: string | null } {
+  if (v === null) return {};
+  return { endDate: v === '' ? null : v };
 }

@@ -468,6 +468,15 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await db.schema.createIndex('tasks_correlation').on('tasks').column('correlation_id').execute();
       },
     },
+    '0008_lock_state_end_date': {
+      /**
+       * The termination date lockstep last put on the person's keys there: NULL unknown (rows from
+       * before this column), '' none, else an ISO date. A changed terminationDate is compared with it.
+       */
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('lock_state').addColumn('end_date', 'text').execute();
+      },
+    },
   };
   return { getMigrations: async () => list };
 }

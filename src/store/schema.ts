@@ -75,6 +75,8 @@ export interface LockStateTable {
   access: string;
   departed: number;
   remote_person_id: string | null;
+  /** The termination date last put on the keys: NULL unknown, '' none, else ISO (see migration 0008). */
+  end_date: string | null;
   updated_at: number;
 }
 

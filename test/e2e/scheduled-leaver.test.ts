@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { startStack, waitFor, type Stack } from '../helpers/stack.ts';
-import { newGroup, newUser } from './scim-user.ts';
+import { newGroup, newUser, patch } from './scim-user.ts';
 
 describe('scheduled leavers', () => {
   let s: Stack;
@@ -31,5 +31,39 @@ describe('scheduled leavers', () => {
     const plan = ((await s.admin('GET', `/audit?person=${id}&action=plan`)).body.items as Array<{ detail: { active: boolean } }>).at(-1)!;
     expect(plan.detail.active).toBe(false);
     expect(Date.now()).toBeGreaterThanOrEqual(leaveAt.getTime());
+  });
+
+  it('a terminationDate moved later, moved earlier or removed reaches the keys without any change of access', async () => {
+    s = await startStack();
+    const EXT = 'urn:ietf:params:scim:schemas:extension:lockstep:2.0:User';
+    const day = 86_400_000;
+    const at = (days: number) => new Date(Math.floor((Date.now() + days * day) / 60_000) * 60_000);
+    const first = at(30);
+    const id = (await s.scim('POST', '/Users', newUser('contractor@example.com', { schemas: ['urn:ietf:params:scim:schemas:core:2.0:User', EXT], [EXT]: { terminationDate: first.toISOString() } }))).body
+      .id as string;
+    await s.scim('POST', '/Groups', newGroup('Control Room', [id]));
+    await waitFor(() => s.keyAccess(id)[0]?.includes('Control room'), { what: 'grant' });
+    const keyText = () => JSON.stringify(s.sim.state.describeKey(s.keys(id)[0]!.FNKey_ID));
+    const minute = (d: Date) => d.toISOString().slice(0, 16);
+    await waitFor(() => keyText().includes(minute(first)), { what: 'the first end date on the key' });
+
+    for (const next of [at(90), at(10)]) {
+      expect((await s.scim('PATCH', `/Users/${id}`, patch({ op: 'replace', path: `${EXT}:terminationDate`, value: next.toISOString() }))).status).toBe(200);
+      await waitFor(() => keyText().includes(minute(next)), { what: `end date ${next.toISOString()} on the key` });
+      expect(keyText()).not.toContain(minute(first));
+      expect(s.keyAccess(id)[0]).toEqual(['Control room']);
+    }
+    expect((await s.scim('PATCH', `/Users/${id}`, patch({ op: 'remove', path: `${EXT}:terminationDate` }))).status).toBe(200);
+    await waitFor(() => !/T\d\d:\d\d/.test(JSON.stringify((s.sim.state.describeKey(s.keys(id)[0]!.FNKey_ID) as { timeLimitSlots: unknown }).timeLimitSlots)), { what: 'end date cleared' });
+    expect(s.keyAccess(id)[0]).toEqual(['Control room']);
+
+    // Each change was one reinstate (no access) through the reconciler, audited; a settled person plans nothing.
+    const ops = (await s.admin('GET', `/persons/${id}`)).body.operations as Array<{ kind: string; access: string[]; state: string }>;
+    expect(ops.filter((o) => o.kind === 'reinstate').map((o) => [o.access, o.state])).toEqual([
+      [[], 'accepted'],
+      [[], 'accepted'],
+      [[], 'accepted'],
+    ]);
+    expect((await s.admin('GET', `/persons/${id}`)).body.pendingPlan).toEqual([]);
   });
 });

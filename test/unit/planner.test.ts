@@ -65,3 +65,51 @@ describe('plan', () => {
     expect(plan({ ...input, actual, managed })).toEqual([]);
   });
 });
+
+describe('plan: the keys follow the termination date', () => {
+  const T1 = '2027-03-31T00:00:00.000Z';
+  const T2 = '2027-06-30T00:00:00.000Z';
+  const actual = (endDate: string | null | undefined, access = ['A'], left = false) =>
+    new Map<string, ActualState>([['iloq', { access: new Set(access), left, ...(endDate === undefined ? {} : { endDate }) }]]);
+  const ops = (input: Omit<PlanInput, 'managed'>) => plan({ ...input, managed }).map((o) => [o.lockSystemId, o.kind, o.access]);
+
+  it.each([
+    ['moved later: the keys get the new end date', T1, T2, [['iloq', 'reinstate', []]]],
+    ['moved earlier: the keys get the new end date', T2, T1, [['iloq', 'reinstate', []]]],
+    ['removed: the end date is cleared', T1, null, [['iloq', 'reinstate', []]]],
+    ['set for the first time', null, T1, [['iloq', 'reinstate', []]]],
+    ['unchanged: nothing to do', T1, T1, []],
+    ['not known (state from before) and none wanted: nothing to do', undefined, null, []],
+    ['not known and a date wanted: set it', undefined, T1, [['iloq', 'reinstate', []]]],
+  ] as const)('%s', (_why, have, want, expected) => {
+    expect(ops({ active: true, desired: m({ iloq: ['A'] }), actual: actual(have), endDate: want })).toEqual(expected);
+  });
+
+  it('comes after revocations and before grants', () => {
+    expect(ops({ active: true, desired: m({ iloq: ['B'] }), actual: actual(T1, ['A', 'C']), endDate: T2 })).toEqual([
+      ['iloq', 'revoke', ['A', 'C']],
+      ['iloq', 'reinstate', []],
+      ['iloq', 'grant', ['B']],
+    ]);
+  });
+
+  it('leaves keys alone that keep no access, and leavers (their leave sets the end date)', () => {
+    expect(ops({ active: true, desired: new Map(), actual: actual(T1), endDate: T2 })).toEqual([['iloq', 'revoke', ['A']]]);
+    expect(ops({ active: false, desired: new Map(), actual: actual(T1, [], true), endDate: T2 })).toEqual([]);
+  });
+
+  it('a returning leaver gets one reinstate, not two', () => {
+    expect(ops({ active: true, desired: m({ iloq: ['A'] }), actual: actual(T1, [], true), endDate: T2 })).toEqual([
+      ['iloq', 'reinstate', []],
+      ['iloq', 'grant', ['A']],
+    ]);
+  });
+
+  it('records what the keys were given: reinstate and the first grant set it, later grants keep it', () => {
+    expect(applyToState(undefined, { kind: 'grant', access: ['A'] }, T1).endDate).toBe(T1);
+    expect(applyToState({ access: new Set(['A']), left: false, endDate: T1 }, { kind: 'grant', access: ['B'] }, T2).endDate).toBe(T1);
+    expect(applyToState({ access: new Set(['A']), left: false, endDate: T1 }, { kind: 'reinstate', access: [] }, T2).endDate).toBe(T2);
+    expect(applyToState({ access: new Set(['A']), left: false, endDate: T1 }, { kind: 'reinstate', access: [] }, null).endDate).toBeNull();
+    expect(applyToState({ access: new Set(['A']), left: false }, { kind: 'revoke', access: ['A'] }, T2)).not.toHaveProperty('endDate');
+  });
+});
