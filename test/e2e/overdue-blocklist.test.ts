@@ -28,8 +28,11 @@ describe.each(BACKENDS)('overdue collect tasks → blocklist on iLOQ (%s)', (bac
     const id = (await s.scim('POST', '/Users', newUser('grace@example.com'))).body.id as string;
     await s.scim('POST', '/Groups', newGroup('Control Room', [id]));
     // lockstep's acceptance, not the simulator's access: programming is ordered one call later.
-    await waitFor(async () => (await s.admin('GET', `/persons/${id}`)).body.operations.find((o: { kind: string }) => o.kind === 'grant')?.acceptedAt, { what: 'grant accepted' });
-    expect(s.keyAccess(id)[0]).toContain('Control room');
+    await waitFor(
+      async () =>
+        s.keyAccess(id)[0]?.includes('Control room') && (await s.admin('GET', `/persons/${id}`)).body.operations.some((o: { kind: string; acceptedAt: string | null }) => o.kind === 'grant' && o.acceptedAt),
+      { what: 'grant accepted' },
+    );
     s.sim.programOrderedKeys(); // the key carries Control room physically
     const keyId = s.keys(id)[0]!.FNKey_ID;
 
