@@ -52,7 +52,13 @@ describe('emergency lockdown', () => {
     expect((await s.admin('POST', `/lockdowns/${id}/exemptions`, { person: 'op0@example.com' }, s.croToken)).status).toBe(202);
     await waitFor(() => s.keyAccess(ids[0]!)[0]?.includes('Control room'), { what: 'exempted person restored' });
 
-    const progress = (await s.admin('GET', `/lockdowns/${id}`, undefined, s.auditorToken)).body;
+    const progress = await waitFor(
+      async () => {
+        const p = (await s.admin('GET', `/lockdowns/${id}`, undefined, s.auditorToken)).body;
+        return p.perLockSystem.iloq.accepted === 5 ? p : undefined;
+      },
+      { what: 'every revocation accepted' },
+    );
     // The break-glass guard is not a target: nothing of theirs is to be revoked.
     expect(progress.perLockSystem.iloq).toMatchObject({ targeted: 5, accepted: 5, failed: 0, pending: 0 });
     expect(progress.queuedPersons).toBe(0);
@@ -103,7 +109,14 @@ describe('emergency lockdown', () => {
     s.sim.setFaults({ unavailableForMs: 1200, retryAfterSeconds: null });
     const started = await s.admin('POST', '/lockdowns', { scope: { all: true }, reason: 'Lock system flapping during an incident' }, s.croToken);
     await waitFor(() => ids.every((p) => s.keyAccess(p)[0]!.length === 0), { what: 'revocations after the outage', timeoutMs: 20_000 });
-    const progress = (await s.admin('GET', `/lockdowns/${started.body.id}`)).body;
+    // The simulator has the change a moment before lockstep records the acceptance.
+    const progress = await waitFor(
+      async () => {
+        const p = (await s.admin('GET', `/lockdowns/${started.body.id}`)).body;
+        return p.perLockSystem.iloq.accepted === 5 ? p : undefined;
+      },
+      { what: 'every revocation accepted' },
+    );
     expect(progress.perLockSystem.iloq).toMatchObject({ accepted: 5, failed: 0, pending: 0 });
     const retries = (await s.admin('GET', '/audit?action=operation.retry&limit=1000')).body.items;
     expect(retries.length).toBeGreaterThan(0);
