@@ -23,6 +23,23 @@ export interface TestStore {
  * A fresh, migrated store: a temp SQLite file, or a private PostgreSQL schema (selected via
  * search_path) so tests never see each other's rows and can run in parallel.
  */
+/**
+ * Runs `fn` while holding the lock under which test schemas are migrated and dropped, for tests
+ * that migrate or drop a schema of their own (see freshStore).
+ */
+export async function withSchemaLock<T>(backend: Backend, fn: () => Promise<T>): Promise<T> {
+  if (backend !== 'postgres') return fn();
+  const c = new pg.Client({ connectionString: TEST_PG_URL });
+  await c.connect();
+  await c.query('select pg_advisory_lock($1)', [SCHEMA_LOCK]);
+  try {
+    return await fn();
+  } finally {
+    await c.query('select pg_advisory_unlock($1)', [SCHEMA_LOCK]).catch(() => {});
+    await c.end();
+  }
+}
+
 export async function freshStore(backend: Backend): Promise<TestStore> {
   if (backend === 'sqlite') {
     const dir = mkdtempSync(join(tmpdir(), 'lockstep-test-'));

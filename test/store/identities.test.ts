@@ -25,7 +25,7 @@ import { openStore, type Store } from '../../src/store/db.ts';
 import { openSqlite } from '../../src/store/sqlite-driver.ts';
 import { migrations } from '../../src/store/migrations.ts';
 import { ctx, user } from '../helpers/fixtures.ts';
-import { BACKENDS, TEST_PG_URL, type Backend, freshStore, type TestStore } from '../helpers/stores.ts';
+import { BACKENDS, TEST_PG_URL, type Backend, freshStore, type TestStore, withSchemaLock } from '../helpers/stores.ts';
 
 describe.each(BACKENDS)('identity store on %s', (backend) => {
   let t: TestStore;
@@ -361,17 +361,19 @@ async function storeAt0001(backend: Backend) {
     await admin.end();
     const url = `${TEST_PG_URL}${TEST_PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
     cfg = { driver: 'postgres', sqlite: { path: './unused' }, postgres: { url, poolSize: 2 } } as Parameters<typeof openStore>[0];
-    drop = async () => {
-      const c = new pg.Client({ connectionString: TEST_PG_URL });
-      await c.connect();
-      await c.query(`drop schema ${schema} cascade`);
-      await c.end();
-    };
+    drop = () =>
+      withSchemaLock(backend, async () => {
+        const c = new pg.Client({ connectionString: TEST_PG_URL });
+        await c.connect();
+        await c.query(`drop schema ${schema} cascade`);
+        await c.end();
+      });
   }
   const store = openStore(cfg);
   const schemaName = backend === 'postgres' ? ((await store.db.selectNoFrom((eb) => eb.fn<string>('current_schema', []).as('s')).executeTakeFirstOrThrow()).s) : undefined;
   const migrator = new Migrator({ db: store.db, provider: migrations(backend), ...(schemaName ? { migrationTableSchema: schemaName } : {}) });
-  const r = await migrator.migrateTo('0001_identity_queue_audit');
+  // Kysely's migrator introspects every schema: take turns with other tests' drops.
+  const r = await withSchemaLock(backend, () => migrator.migrateTo('0001_identity_queue_audit'));
   if (r.error) throw r.error;
   return { store, drop };
 }
@@ -404,7 +406,7 @@ describe.each(BACKENDS)('migration 0002 on %s', (backend) => {
           row('p2', 'Two', {}, { roles: [], attributes: {} }, 'two@x.com'),
         ])
         .execute();
-      expect(await store.migrate()).toContain('0002_scim_filters');
+      expect(await withSchemaLock(backend, () => store.migrate())).toContain('0002_scim_filters');
       const repo = new IdentityRepo(store);
       const names = async (f: UserFilter) => (await repo.listUsers('s1', f, 1, 10)).items.map((u) => u.id);
       expect(await names({ field: 'displayName', op: 'eq', value: 'ärger öl' })).toEqual(['p1', 'p2']);
