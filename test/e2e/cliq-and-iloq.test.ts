@@ -68,7 +68,16 @@ describe('one policy over CLIQ and iLOQ', () => {
     expect(user.status).toBe(201);
     const id = user.body.id as string;
     const serial = () => cliq!.state.keysOf(id)[0]!.serial;
-    await waitFor(() => cliq!.state.keysOf(id).length === 1 && cliq!.getKeyAccessNames(serial()).includes('Substation A'), { what: 'CLIQ grant' });
+    // Access and revalidation are two calls: wait for lockstep's acceptance of the whole grant.
+    await waitFor(
+      async () =>
+        cliq!.state.keysOf(id).length === 1 &&
+        cliq!.getKeyAccessNames(serial()).includes('Substation A') &&
+        ((await call('GET', `/api/v1/persons/${id}`, undefined, adminToken)).body.operations as Array<{ lockSystem: string; kind: string; acceptedAt: string | null }>).some(
+          (o) => o.lockSystem === 'cliq' && o.kind === 'grant' && o.acceptedAt,
+        ),
+      { what: 'CLIQ grant accepted' },
+    );
     const key = cliq.state.requireKey(serial());
     expect(key.revalidation).toEqual({ enabled: true, periodHours: 24 });
 
