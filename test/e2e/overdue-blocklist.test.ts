@@ -37,7 +37,8 @@ describe.each(BACKENDS)('overdue collect tasks → blocklist on iLOQ (%s)', (bac
     const keyId = s.keys(id)[0]!.FNKey_ID;
 
     await s.scim('PATCH', `/Users/${id}`, patch({ op: 'replace', value: { active: false } }));
-    await waitFor(() => s.sim.state.record(keyId).blocklisted, { what: 'key on the iLOQ blocklist' });
+    // AddKey, then the blocklist is ordered one call later.
+    await waitFor(() => s.sim.state.record(keyId).blocklisted && s.sim.state.blacklistOrderedVersion === 1, { what: 'key on the iLOQ blocklist, ordered' });
     expect(s.sim.state.blacklists().BlacklistItems).toEqual([expect.objectContaining({ FNKey_ID: keyId, BlacklistVersion: 1 })]);
     expect(s.sim.state.blacklistOrderedVersion).toBe(1);
 

@@ -56,6 +56,7 @@ describe('Okta event hook → confirmation → iLOQ', () => {
     const personId = await waitFor(() => s!.personOf('okta-prod', ada), { what: 'person from the confirmed hint' });
     await waitFor(() => s!.keyAccess(personId!)[0]?.length === 2, { what: 'grants on the key' });
     expect(s.keyAccess(personId!)[0]!.sort()).toEqual(['Control room', 'Main entrance']);
+    await waitFor(async () => (await hintRows('okta-prod')).every((h) => h.state === 'done'), { what: 'hint marked done' });
     expect((await hintRows('okta-prod')).map((h) => [h.kind, h.state])).toEqual([['user-upsert', 'done']]);
 
     // Leaver: the hook says deactivated; Okta's API confirms DEPROVISIONED.
