@@ -8,6 +8,7 @@ import { PRIORITY_LEAVER, type IdentityRepo } from '../store/identities.ts';
 import type { Principal } from './admin-auth.ts';
 import { createGuard } from './guard.ts';
 import { sendProblem } from './problems.ts';
+import { endDateFromRow } from '../reconcile/reconciler.ts';
 
 /**
  * The admin API under /api/v1. Every request authenticated; every refusal (401 and 403) and
@@ -50,7 +51,11 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
       pendingPlan: plan.operations.map((o) => ({ lockSystem: o.lockSystemId, kind: o.kind, access: o.access })),
       reconcilePending: dirty ? { since: iso(dirty.marked_at), reason: dirty.reason } : null,
       actual: Object.fromEntries(
-        states.map((s) => [s.lock_system_id, { access: JSON.parse(s.access), left: s.departed === 1, remotePersonId: s.remote_person_id, updatedAt: iso(s.updated_at) }]),
+        states.map((s) => [
+          s.lock_system_id,
+          // endDate: the termination date on the keys there (null none; absent when not known).
+          { access: JSON.parse(s.access), left: s.departed === 1, ...endDateFromRow(s.end_date), remotePersonId: s.remote_person_id, updatedAt: iso(s.updated_at) },
+        ]),
       ),
       operations: ops.map((o) => ({
         id: o.id,

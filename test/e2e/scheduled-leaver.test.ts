@@ -52,6 +52,7 @@ describe('scheduled leavers', () => {
       await waitFor(() => keyText().includes(minute(next)), { what: `end date ${next.toISOString()} on the key` });
       expect(keyText()).not.toContain(minute(first));
       expect(s.keyAccess(id)[0]).toEqual(['Control room']);
+      await waitFor(async () => (await s.admin('GET', `/persons/${id}`)).body.actual.iloq.endDate === next.toISOString(), { what: 'end date recorded' });
     }
     expect((await s.scim('PATCH', `/Users/${id}`, patch({ op: 'remove', path: `${EXT}:terminationDate` }))).status).toBe(200);
     await waitFor(() => !/T\d\d:\d\d/.test(JSON.stringify((s.sim.state.describeKey(s.keys(id)[0]!.FNKey_ID) as { timeLimitSlots: unknown }).timeLimitSlots)), { what: 'end date cleared' });
@@ -64,6 +65,8 @@ describe('scheduled leavers', () => {
       [[], 'accepted'],
       [[], 'accepted'],
     ]);
-    expect((await s.admin('GET', `/persons/${id}`)).body.pendingPlan).toEqual([]);
+    const view = (await s.admin('GET', `/persons/${id}`)).body;
+    expect(view.pendingPlan).toEqual([]);
+    expect(view.actual.iloq.endDate).toBeNull();
   });
 });
