@@ -6,6 +6,9 @@ import type { Store } from '../store/db.ts';
 import { createGuard } from './guard.ts';
 import { sendProblem } from './problems.ts';
 
+/** How long computed lockdown figures are shared between readers. */
+const VIEW_TTL_MS = 250;
+
 /**
  * /api/v1/lockdowns: the CRO's emergency revoke-all. Only `cro` acts; admins and auditors read.
  * Every refusal is audited, actions are rate-limited per principal, a reason is mandatory.
@@ -42,9 +45,24 @@ export async function lockdownRoutes(app: FastifyInstance, deps: { config: Confi
     }
     throw err;
   };
-  const view = async (id: string) => {
+  const compute = async (id: string) => {
     const l = await lockdowns.get(id);
     return l ? { ...publicView(l), ...(await lockdowns.figures(store.db, l)) } : undefined;
+  };
+  // During an incident several people watch the same lockdown (dashboards polling, SSE streams,
+  // `lockstep lockdown status`); the figures take a few ms of database work each and compete
+  // with the revocations themselves. Everyone asking within VIEW_TTL_MS shares one computation;
+  // this process's own lift or exemption drops the shared one at once.
+  const recent = new Map<string, { at: number; value: ReturnType<typeof compute> }>();
+  const view = (id: string) => {
+    const now = Date.now();
+    const hit = recent.get(id);
+    if (hit && now - hit.at < VIEW_TTL_MS) return hit.value;
+    const value = compute(id);
+    recent.set(id, { at: now, value });
+    value.catch(() => recent.delete(id));
+    if (recent.size > 100) for (const [k, v] of recent) if (now - v.at >= VIEW_TTL_MS) recent.delete(k);
+    return value;
   };
 
   app.post('/lockdowns', { preHandler: act }, async (req, reply) => {
@@ -75,6 +93,7 @@ export async function lockdownRoutes(app: FastifyInstance, deps: { config: Confi
       return sendProblem(reply, 'INVALID_REQUEST', 'send exactly one of {"person": "<id or userName>"} or {"group": "<id or display name>"}');
     try {
       await lockdowns.addExemption(req.params.id, parsed.data, actor(req));
+      recent.delete(req.params.id);
       return reply.code(202).send({ id: req.params.id, exemption: parsed.data });
     } catch (err) {
       return fail(reply, err);
@@ -84,6 +103,7 @@ export async function lockdownRoutes(app: FastifyInstance, deps: { config: Confi
   app.post<{ Params: { id: string } }>('/lockdowns/:id/lift', { preHandler: act }, async (req, reply) => {
     try {
       const r = await lockdowns.lift(req.params.id, actor(req));
+      recent.delete(req.params.id);
       return reply.code(202).send({ id: req.params.id, state: r.state, ...(r.state === 'lift_requested' ? { detail: 'dual control: a second cro principal must confirm the lift' } : {}) });
     } catch (err) {
       return fail(reply, err);

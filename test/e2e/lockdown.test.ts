@@ -74,8 +74,11 @@ describe('emergency lockdown', () => {
 
     // Lift: everyone's normal access returns, the late joiner's too.
     expect((await s.admin('POST', `/lockdowns/${id}/lift`, {}, s.auditorToken)).status).toBe(403);
+    expect((await s.admin('GET', `/lockdowns/${id}`, undefined, s.auditorToken)).body.state).toBe('active');
     const lifted = await s.admin('POST', `/lockdowns/${id}/lift`, {}, s.croToken);
     expect(lifted.body).toMatchObject({ state: 'lifted' });
+    // Readers share figures for a moment, but never across this process's own lift.
+    expect((await s.admin('GET', `/lockdowns/${id}`, undefined, s.auditorToken)).body.state).toBe('lifted');
     await waitFor(() => [...ids, late].every((p) => s.keyAccess(p)[0]?.includes('Control room')), { what: 'access restored' });
     for (const [p, access] of Object.entries(before)) expect(s.keyAccess(p)).toEqual(access);
     expect((await s.admin('POST', `/lockdowns/${id}/lift`, {}, s.croToken)).status).toBe(409);
