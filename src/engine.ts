@@ -47,8 +47,7 @@ export class Engine {
     this.redis = redisConnection(deps.config.redis);
     this.redis.on('error', (err) => deps.log.warn({ err: err.message }, 'redis connection error'));
     this.queues = new Queues(this.redis, deps.config);
-    const { enabled: _enabled, ...pacing } = deps.config.pacing;
-    this.pacer = new Pacer(pacing, (share) => deps.metrics?.backgroundShare.set(share));
+    this.pacer = new Pacer(deps.config.pacing, (share) => deps.metrics?.backgroundShare.set(share));
     deps.metrics?.backgroundShare.set(1);
     this.lockdowns = new LockdownService({ store: deps.store, config: deps.config, log: deps.log, queues: this.queues });
     this.reconciler = new Reconciler({ ...deps, onApply: (items) => this.queues.enqueueApply(items), lockdowns: () => this.lockdowns.activeViews() });

@@ -3,6 +3,7 @@ import { entraSourceSchema } from '../../adapters/idp/entra/config.ts';
 import { oktaSourceSchema } from '../../adapters/idp/okta/config.ts';
 import { oneIdentitySourceSchema } from '../../adapters/idp/oneidentity/config.ts';
 import { sailpointSourceSchema } from '../../adapters/idp/sailpoint/config.ts';
+import { DEFAULT_PACING } from '../queue/pacing.ts';
 
 /**
  * The one configuration file, validated at start. Every section has defaults that make
@@ -329,14 +330,14 @@ export const configSchema = z
       .object({
         enabled: z.boolean().default(true),
         /** Event-loop delay (p99 per 250 ms) the pacer keeps request handling under. */
-        targetDelayMs: z.number().int().min(1).max(1_000).default(10),
+        targetDelayMs: z.number().int().min(1).max(1_000).default(DEFAULT_PACING.targetDelayMs),
         /** Smallest share of each worker's configured concurrency (at least one job always runs). */
-        minShare: z.number().min(0.01).max(1).default(0.1),
+        minShare: z.number().min(0.01).max(1).default(DEFAULT_PACING.minShare),
         /** Below this many requests per second the pacer stands aside. */
-        minRequestsPerSecond: z.number().min(0).default(50),
+        minRequestsPerSecond: z.number().min(0).default(DEFAULT_PACING.minRequestsPerSecond),
       })
       .strict()
-      .default({ enabled: true, targetDelayMs: 10, minShare: 0.1, minRequestsPerSecond: 50 }),
+      .default({ enabled: true, targetDelayMs: DEFAULT_PACING.targetDelayMs, minShare: DEFAULT_PACING.minShare, minRequestsPerSecond: DEFAULT_PACING.minRequestsPerSecond }),
     /** Emergency lockdown (the CRO's "revoke all") settings. */
     lockdown: z
       .object({

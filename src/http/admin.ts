@@ -8,7 +8,7 @@ import { PRIORITY_LEAVER, type IdentityRepo } from '../store/identities.ts';
 import type { Principal } from './admin-auth.ts';
 import { createGuard } from './guard.ts';
 import { sendProblem } from './problems.ts';
-import { endDateFromRow } from '../reconcile/reconciler.ts';
+import { endDateFromRow } from '../store/lock-state.ts';
 
 /**
  * The admin API under /api/v1. Every request authenticated; every refusal (401 and 403) and

@@ -8,6 +8,7 @@ import type { Queues } from '../queue/queues.ts';
 import type { Store } from '../store/db.ts';
 import { markEveryoneDirty, PRIORITY_NORMAL } from '../store/identities.ts';
 import type { Database, LockdownsTable } from '../store/schema.ts';
+import { inChunks } from '../queue/chunks.ts';
 
 /** Persons queued before a lockdown's start or lift is answered; the rest follow in chunks. */
 const FIRST_BATCH = 4;
@@ -362,10 +363,7 @@ export class LockdownService {
     if (rest.length === 0) return;
     void (async () => {
       await new Promise((r) => setTimeout(r, REST_DELAY_MS));
-      for (let i = 0; i < rest.length; i += REST_CHUNK) {
-        await new Promise((r) => setImmediate(r));
-        await this.enqueue(rest.slice(i, i + REST_CHUNK), priority);
-      }
+      await inChunks(rest, REST_CHUNK, (part) => this.enqueue(part, priority));
     })().catch((err: Error) => this.log.warn({ err: err.message }, 'enqueue of lockdown persons failed; the sweeper will pick them up'));
   }
 

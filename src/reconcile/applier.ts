@@ -3,10 +3,10 @@ import type { Job } from 'bullmq';
 import { sql, type Transaction } from 'kysely';
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
 import { applyToState, endDateOf } from '../domain/planner.ts';
-import { endDateFromRow } from './reconciler.ts';
 import type { OperationKind, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
+import { actualFromRow, endDateToRow } from '../store/lock-state.ts';
 import { LockSystemError, type ApplyResult, type LockSystem, type PersonRef } from '../ports/lock-system.ts';
 import type { Config } from '../config/schema.ts';
 import type { ApplyJob } from '../queue/queues.ts';
@@ -201,14 +201,9 @@ export class Applier {
           .execute();
       const taskEntries = await this.raiseTasks(trx, lockSystemId, personId, op, result, now);
       const cur = await trx.selectFrom('lock_state').select(['access', 'departed', 'end_date']).where('lock_system_id', '=', lockSystemId).where('person_id', '=', personId).executeTakeFirst();
-      const next = applyToState(
-        cur ? { access: new Set(JSON.parse(cur.access) as string[]), left: cur.departed === 1, ...endDateFromRow(cur.end_date) } : undefined,
-        { kind: op.kind as PlannedOperation['kind'], access: JSON.parse(op.access) as string[] },
-        endDate,
-      );
+      const next = applyToState(cur ? actualFromRow(cur) : undefined, { kind: op.kind as PlannedOperation['kind'], access: JSON.parse(op.access) as string[] }, endDate);
       const remote = (result as { remotePersonId?: string } | undefined)?.remotePersonId ?? null;
-      const endDateRow = next.endDate === undefined ? null : (next.endDate ?? '');
-      const row = { access: JSON.stringify([...next.access].sort()), departed: next.left ? 1 : 0, end_date: endDateRow, updated_at: now };
+      const row = { access: JSON.stringify([...next.access].sort()), departed: next.left ? 1 : 0, end_date: endDateToRow(next.endDate), updated_at: now };
       await trx
         .insertInto('lock_state')
         .values({ lock_system_id: lockSystemId, person_id: personId, remote_person_id: remote, ...row })

@@ -6,6 +6,7 @@ import { applyToState, endDateOf, plan } from '../domain/planner.ts';
 import { desiredAccess, isActive, managedAccess, matchingRules, nextChange, type PolicyContext } from '../domain/policy.ts';
 import { applyLockdowns, type LockdownView } from '../domain/lockdown.ts';
 import { PRIORITY_LOCKDOWN } from '../lockdown/service.ts';
+import { actualFromRow } from '../store/lock-state.ts';
 import type { ActualState, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
@@ -108,7 +109,7 @@ export class Reconciler {
       const actual = new Map<string, ActualState>();
       for (const s of states) {
         if (!this.systems.has(s.lock_system_id)) continue;
-        actual.set(s.lock_system_id, { access: new Set(JSON.parse(s.access) as string[]), left: s.departed === 1, ...endDateFromRow(s.end_date) });
+        actual.set(s.lock_system_id, actualFromRow(s));
       }
       // A running operation applies the termination date the identity has when it is sent: this one.
       const endDate = endDateOf(identity?.attributes.terminationDate);
@@ -211,8 +212,3 @@ export class Reconciler {
   }
 }
 
-/** lock_state.end_date → ActualState.endDate: NULL not known, '' none, else the ISO date. */
-export function endDateFromRow(v: string | null): { endDate?: string | null } {
-  if (v === null) return {};
-  return { endDate: v === '' ? null : v };
-}

@@ -4,6 +4,10 @@ import type { Queues } from '../queue/queues.ts';
 import type { Store } from '../store/db.ts';
 import { randomUUID } from 'node:crypto';
 import { markDirty, PRIORITY_LEAVER } from '../store/identities.ts';
+import { inChunks } from '../queue/chunks.ts';
+
+/** Jobs offered per chunk; the event loop gets a turn between chunks (see inChunks). */
+const CHUNK = 250;
 
 /**
  * The database is the source of truth and Redis may lose anything (flush, failover, a crash
@@ -49,7 +53,7 @@ export class Sweeper {
         await trx.deleteFrom('schedule').where('person_id', 'in', due.map((d) => d.person_id)).where('due_at', '<=', now).execute();
       });
     const dirty = await store.db.selectFrom('dirty').select(['person_id', 'priority']).where('marked_at', '<=', cutoff).orderBy('priority').orderBy('marked_at').limit(batch).execute();
-    await inChunks(dirty, async (part) => {
+    await inChunks(dirty, CHUNK, async (part) => {
       await queues.clearFailed(part.map((d) => ({ personId: d.person_id })));
       await queues.enqueueReconcile(part.map((d) => ({ personId: d.person_id, priority: d.priority })));
     });
@@ -61,7 +65,7 @@ export class Sweeper {
       .groupBy(['lock_system_id', 'person_id'])
       .limit(batch)
       .execute();
-    await inChunks(ops, async (part) => {
+    await inChunks(ops, CHUNK, async (part) => {
       await queues.clearFailed(part.map((o) => ({ lockSystemId: o.lock_system_id, personId: o.person_id })));
       await queues.enqueueApply(part.map((o) => ({ lockSystemId: o.lock_system_id, personId: o.person_id, priority: Number(o.priority) })));
     });
@@ -71,14 +75,3 @@ export class Sweeper {
   }
 }
 
-/**
- * Offers work in chunks that yield to the event loop in between: a pass can offer thousands of
- * jobs, and creating them in one go would hold up every request meanwhile (a backlog is exactly
- * when requests keep arriving).
- */
-async function inChunks<T>(items: T[], fn: (part: T[]) => Promise<void>, size = 250): Promise<void> {
-  for (let i = 0; i < items.length; i += size) {
-    if (i > 0) await new Promise((r) => setImmediate(r));
-    await fn(items.slice(i, i + size));
-  }
-}
