@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/stack.ts';
 import { Agent, request } from 'undici';
 import { startCliqSimulator, type CliqSimulator, type CliqSimulatorOptions } from '../../adapters/locks/cliq/simulator.ts';
 import { TOKEN, mtlsServer, testPki } from './helpers.ts';
@@ -49,6 +50,18 @@ function tlsAgent(which: 'good' | 'rogue' | 'none'): Agent {
 }
 
 describe('CLIQ simulator: authentication', () => {
+  it('counts a request on arrival (requestsReceived) and once answered (requestTotal), control calls neither', async () => {
+    const s = await start();
+    s.setFaults({ latencyMs: 1000 });
+    const pending = call('GET', `${s.url}/persons/nobody`);
+    await waitFor(() => s.requestsReceived === 1, { what: 'arrival counted', timeoutMs: 800, intervalMs: 5 });
+    expect(s.requestTotal).toBe(0);
+    await pending;
+    expect([s.requestsReceived, s.requestTotal]).toEqual([1, 1]);
+    await call('GET', `${s.origin}/__sim/state`, undefined, { token: null });
+    expect([s.requestsReceived, s.requestTotal]).toEqual([1, 1]);
+  });
+
   it('bearer: missing → UNAUTHENTICATED, wrong → INVALID_TOKEN, expired → TOKEN_EXPIRED', async () => {
     const s = await start();
     expect(await call('GET', `${s.url}/domains`, undefined, { token: null })).toMatchObject({ status: 401, body: { code: 'UNAUTHENTICATED' } });

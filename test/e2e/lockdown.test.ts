@@ -63,6 +63,19 @@ describe('emergency lockdown', () => {
     expect(progress.perLockSystem.iloq).toMatchObject({ targeted: 5, accepted: 5, failed: 0, pending: 0 });
     expect(progress.queuedPersons).toBe(0);
 
+    // Readers asking at the same moment share one computation of the figures.
+    const service = s.rt.engine.lockdowns;
+    const figures = service.figures.bind(service);
+    let computed = 0;
+    service.figures = async (...args: Parameters<typeof figures>) => {
+      computed++;
+      return figures(...args);
+    };
+    const views = await Promise.all([1, 2, 3].map(() => s.admin('GET', `/lockdowns/${id}`, undefined, s.auditorToken)));
+    expect(views.map((v) => v.body.id)).toEqual([id, id, id]);
+    expect(computed).toBeLessThanOrEqual(1);
+    service.figures = figures;
+
     // Server-Sent Events carry the same figures.
     const res = await fetch(`${s.url}/api/v1/lockdowns/${id}/events?intervalMs=200`, { headers: { authorization: `Bearer ${s.auditorToken}` } });
     expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/stack.ts';
 import { request } from 'undici';
 import { startIloqSimulator, type IloqSimulator } from '../../adapters/locks/iloq/simulator.ts';
 
@@ -122,6 +123,18 @@ describe('iLOQ simulator: protocol', () => {
 });
 
 describe('iLOQ simulator: control endpoints', () => {
+  it('counts a request on arrival (requestsReceived) and once answered (requestTotal), control calls neither', async () => {
+    sim = await startIloqSimulator({ port: 0, seed: 'demo' });
+    sim.setFaults({ latencyMs: 1000 });
+    const pending = call('POST', `${sim.url}/api/v2/Url/GetUrl`, { CustomerCode: 'DEMO' });
+    await waitFor(() => sim!.requestsReceived === 1, { what: 'arrival counted', timeoutMs: 800, intervalMs: 5 });
+    expect(sim.requestTotal).toBe(0);
+    await pending;
+    expect([sim.requestsReceived, sim.requestTotal]).toEqual([1, 1]);
+    await call('GET', `${origin(sim)}/__sim/state`);
+    expect([sim.requestsReceived, sim.requestTotal]).toEqual([1, 1]);
+  });
+
   it('faults, program, state, requests, expire-sessions and reset work over HTTP', async () => {
     sim = await startIloqSimulator({ seed: 'demo' });
     const ctl = `${origin(sim)}/__sim`;
