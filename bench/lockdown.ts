@@ -139,6 +139,14 @@ async function main() {
     const watchFirst = setInterval(() => {
       if (first === undefined && (iloq.requestsReceived > before.iloqReceived || cliq.requestsReceived > before.cliqReceived)) first = performance.now();
     }, 1);
+    // Requests in flight at each simulator (arrived, not yet answered), sampled: how full lockstep
+    // keeps the pipes it is allowed (the bound assumes `concurrency` in flight all the time).
+    const flight = { iloq: 0, cliq: 0, n: 0, iloqDone: false, cliqDone: false };
+    const watchFlight = setInterval(() => {
+      flight.n++;
+      flight.iloq += iloq.requestsReceived - iloq.requestTotal;
+      flight.cliq += cliq.requestsReceived - cliq.requestTotal;
+    }, 5);
     const started = performance.now();
     const id = (await action()).id as string;
     const answered = performance.now() - started;
@@ -150,6 +158,7 @@ async function main() {
     }
     const elapsed = performance.now() - started;
     clearInterval(watchFirst);
+    clearInterval(watchFlight);
     const calls = { iloq: iloq.requestTotal - before.iloq, cliq: cliq.requestTotal - before.cliq };
     const opsEach = half;
     const bound = Math.max(...(['iloq', 'cliq'] as const).map((ls) => (calls[ls] * LATENCY) / CONCURRENCY));
@@ -164,6 +173,7 @@ async function main() {
       share: bound / elapsed,
       callsPerOp: { iloq: calls.iloq / opsEach, cliq: calls.cliq / opsEach },
       cpuMsPerOp: (cpuSeconds * 1000) / KEYS,
+      meanInFlight: { iloq: flight.iloq / Math.max(1, flight.n), cliq: flight.cliq / Math.max(1, flight.n) },
       figures: f.perLockSystem,
     };
     console.log(JSON.stringify(r));

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Job } from 'bullmq';
 import { sql, type Transaction } from 'kysely';
-import { appendAudit, type AuditEntry } from '../audit/audit.ts';
+import type { AuditEntry } from '../audit/audit.ts';
+import { append } from '../store/group-commit.ts';
 import { applyToState, endDateOf } from '../domain/planner.ts';
 import type { OperationKind, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
@@ -136,7 +137,7 @@ export class Applier {
 
   /** Takes the first unfinished operation of this pair, marks it running and audits the attempt. */
   private async claim(lockSystemId: string, personId: string, jobId: string): Promise<OpRow | undefined> {
-    return this.store.db.transaction().execute(async (trx) => {
+    return this.store.write(async (trx, log) => {
       if (this.store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${personId}))`.execute(trx);
       const op = await trx
         .selectFrom('operations')
@@ -154,7 +155,7 @@ export class Applier {
         .set({ state: 'running', attempts: op.attempts + 1, started_at: now })
         .where('id', '=', op.id)
         .execute();
-      await appendAudit(trx, this.store.dialect, [
+      log.push(
         {
           actor: `system:apply:${lockSystemId}`,
           action: 'operation.attempt',
@@ -163,7 +164,7 @@ export class Applier {
           correlationId: op.correlation_id,
           detail: { lockSystem: lockSystemId, kind: op.kind, access: JSON.parse(op.access), attempt: op.attempts + 1, job: jobId },
         },
-      ]);
+      );
       return { ...op, attempts: op.attempts + 1 };
     });
   }
@@ -173,7 +174,7 @@ export class Applier {
     const revocation = op.kind === 'revoke' || op.kind === 'leave';
     // The first truth is now; the second comes per key, when the change reaches it.
     const pending = result.keys.filter((k) => k.change === 'changed' && k.effective !== true);
-    await this.store.db.transaction().execute(async (trx) => {
+    await this.store.write(async (trx, log) => {
       await trx
         .updateTable('operations')
         .set({ state: 'accepted', accepted_at: now, effective_at: pending.length ? null : now, last_error: null, result: JSON.stringify(result) })
@@ -209,7 +210,7 @@ export class Applier {
         .values({ lock_system_id: lockSystemId, person_id: personId, remote_person_id: remote, ...row })
         .onConflict((oc) => oc.columns(['lock_system_id', 'person_id']).doUpdateSet(remote ? { ...row, remote_person_id: remote } : row))
         .execute();
-      await appendAudit(trx, this.store.dialect, [
+      log.push(
         {
           actor: `system:apply:${lockSystemId}`,
           action: 'operation.accepted',
@@ -219,7 +220,7 @@ export class Applier {
           detail: { lockSystem: lockSystemId, kind: op.kind, access: JSON.parse(op.access), result, awaitingKeys: pending.map((k) => k.keyId) },
         },
         ...taskEntries,
-      ]);
+      );
     });
   }
 
@@ -245,18 +246,16 @@ export class Applier {
   }
 
   private async release(personId: string, op: OpRow, e: LockSystemError, action: string): Promise<void> {
-    await this.store.db.transaction().execute(async (trx) => {
+    await this.store.write(async (trx, log) => {
       await trx.updateTable('operations').set({ state: 'pending', last_error: `${e.kind}: ${e.message}` }).where('id', '=', op.id).where('state', '=', 'running').execute();
-      await appendAudit(trx, this.store.dialect, [
-        {
+      log.push({
           actor: 'system:apply',
           action,
           subject: `operation:${op.id}`,
           personId,
           correlationId: op.correlation_id,
           detail: { error: e.message, kind: e.kind, status: e.status ?? null, retryAfterMs: e.retryAfterMs ?? null, attempt: op.attempts },
-        },
-      ]);
+        });
     });
   }
 
@@ -264,7 +263,7 @@ export class Applier {
     const now = Date.now();
     const failedId = randomUUID();
     const error = `${e.kind}: ${e.message}`;
-    await this.store.db.transaction().execute(async (trx) => {
+    await this.store.write(async (trx, log) => {
       if (ops.length)
         await trx
           .updateTable('operations')
@@ -285,7 +284,7 @@ export class Applier {
           detail: { lockSystem: lockSystemId, error, exhausted, attempts: job.attemptsMade + 1, operations: ops.map((o) => ({ id: o.id, kind: o.kind, access: JSON.parse(o.access) })) },
         },
       ];
-      await appendAudit(trx, this.store.dialect, entries);
+      append(log, entries);
     });
     this.metrics?.deadLettered.inc({ lock_system: lockSystemId });
     for (const o of ops) this.metrics?.operations.inc({ lock_system: lockSystemId, kind: o.kind, outcome: 'dead' });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import { appendAudit } from '../audit/audit.ts';
+import type { AuditEntry } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import { applyToState, endDateOf, plan } from '../domain/planner.ts';
 import { desiredAccess, isActive, managedAccess, matchingRules, nextChange, type PolicyContext } from '../domain/policy.ts';
@@ -97,7 +97,7 @@ export class Reconciler {
     let operations: PlannedOperation[] = [];
     let requeue = false;
 
-    const body = async (trx: typeof db) => {
+    const body = async (trx: typeof db, log: AuditEntry[]) => {
       const states = await trx.selectFrom('lock_state').select(['lock_system_id', 'access', 'departed', 'end_date']).where('person_id', '=', personId).execute();
       const inflight = await trx
         .selectFrom('operations')
@@ -160,8 +160,7 @@ export class Reconciler {
               })),
             )
             .execute();
-        await appendAudit(trx as never, this.store.dialect, [
-          {
+        log.push({
             actor: 'system:reconciler',
             action: 'plan',
             subject: `person:${personId}`,
@@ -177,8 +176,7 @@ export class Reconciler {
               operations: operations.map((o) => ({ lockSystem: o.lockSystemId, kind: o.kind, access: o.access })),
               superseded: pending.length,
             },
-          },
-        ]);
+          });
       }
       // The clock is an event source too: wake this person when a date in their record passes.
       if (wakeAt !== undefined)
@@ -193,12 +191,12 @@ export class Reconciler {
       requeue = still !== undefined;
     };
 
-    if (dryRun) await body(db);
+    if (dryRun) await body(db, []);
     else
-      await db.transaction().execute(async (trx) => {
+      await this.store.write(async (trx, log) => {
         // One reconciler at a time per person across processes (SQLite already has one writer).
         if (this.store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${personId}))`.execute(trx);
-        await body(trx as never);
+        await body(trx as never, log);
       });
 
     if (!dryRun) {

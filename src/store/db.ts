@@ -4,6 +4,8 @@ import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import type { Config } from '../config/schema.ts';
+import { appendAudit, type AuditEntry } from '../audit/audit.ts';
+import { GroupCommit, type AfterCommit, type Change } from './group-commit.ts';
 import { migrations } from './migrations.ts';
 import type { Database } from './schema.ts';
 import { openSqlite } from './sqlite-driver.ts';
@@ -13,6 +15,12 @@ export type Dialect = 'sqlite' | 'postgres';
 export interface Store {
   db: Kysely<Database>;
   dialect: Dialect;
+  /**
+   * Runs one change in a transaction with its audit entries and resolves once it has
+   * committed. On SQLite, changes that arrive together share a transaction (GroupCommit);
+   * on PostgreSQL each has its own. The way every hot path writes.
+   */
+  write<T>(fn: Change<T>, after?: AfterCommit<T>): Promise<T>;
   /** Applies pending migrations; returns the names applied. */
   migrate(): Promise<string[]>;
   ping(): Promise<void>;
@@ -29,17 +37,36 @@ export function openStore(cfg: Config['store']): Store {
     const pool = new pg.Pool({ connectionString: url, max: cfg.postgres.poolSize });
     // An idle client losing its connection must not crash the daemon; the pool replaces it.
     pool.on('error', () => {});
-    return wrap(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), 'postgres');
+    return storeOn(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), 'postgres');
   }
   if (cfg.sqlite.path !== ':memory:') mkdirSync(dirname(cfg.sqlite.path), { recursive: true });
   const { kysely } = openSqlite(cfg.sqlite.path);
-  return wrap(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite');
+  return storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite');
 }
 
-function wrap(db: Kysely<Database>, dialect: Dialect): Store {
+/** A Store over an existing Kysely instance (tests wrap one with plugins that watch queries). */
+export function storeOn(db: Kysely<Database>, dialect: Dialect): Store {
+  const commits = dialect === 'sqlite' ? new GroupCommit(db) : undefined;
   return {
     db,
     dialect,
+    write<T>(fn: Change<T>, after?: AfterCommit<T>): Promise<T> {
+      if (commits) return commits.run(fn, after);
+      return (async () => {
+        const value = await db.transaction().execute(async (trx) => {
+          const log: AuditEntry[] = [];
+          const v = await fn(trx, log);
+          await appendAudit(trx, 'postgres', log);
+          return v;
+        });
+        try {
+          after?.(value);
+        } catch {
+          // See AfterCommit: recoverable by contract.
+        }
+        return value;
+      })();
+    },
     async migrate() {
       // Fast path: everything applied already. Kysely's migrator introspects every table of
       // every schema before it looks, which is slow on a big database and can trip over a

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { CompiledQuery, PostgresAdapter, sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool, type Transaction } from 'kysely';
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
 import type { Store } from './db.ts';
+import { append } from './group-commit.ts';
 import type { Identity } from '../domain/types.ts';
 import type { Database, GroupsTable, PersonsTable } from './schema.ts';
 
@@ -233,13 +234,12 @@ export class IdentityRepo {
   private notify: Notify;
   private readonly scanLimit: number;
 
-  private readonly commits: GroupCommit;
+  private pendingMarks: DirtyMark[] = [];
 
   constructor(store: Store, notify: Notify = () => {}, options: IdentityRepoOptions = {}) {
     this.store = store;
     this.notify = notify;
     this.scanLimit = options.scanLimit ?? 10_000;
-    this.commits = new GroupCommit(store, (marks) => this.notify(marks));
   }
 
   /** Set once the queue exists (the store is opened before Redis). */
@@ -751,32 +751,37 @@ export class IdentityRepo {
   }
 
   /**
-   * Runs one change in a transaction and tells the queue about its dirty marks after commit.
-   *
-   * On SQLite (one writer) changes that arrive in the same event-loop turn are group-committed:
-   * one transaction, each change in its own savepoint, so a failing change is rolled back alone
-   * and the others commit. Every change still commits before its caller continues; what is
-   * shared is the commit and the pages it writes (table tails), and the audit chain is
-   * appended once for the batch (the entries of the changes that succeeded, in order, in the
-   * same transaction). Their marks are handed to the queue in one call. PostgreSQL runs each
-   * change in its own transaction.
+   * Runs one change through the store's writer (on SQLite group-committed with whatever else is
+   * being written: see GroupCommit) and tells the queue about its dirty marks after commit.
+   * The marks of changes that committed together are handed to the queue in one call.
    *
    * A change records its audit entries in `log` and its dirty marks in `marks`.
    */
   private write<T>(fn: ChangeFn<T>): Promise<T> {
-    if (this.store.dialect === 'sqlite') return this.commits.run(fn);
-    return (async () => {
-      const marks: DirtyMark[] = [];
-      const out = await this.store.db.transaction().execute(async (trx) => {
-        const log: AuditEntry[] = [];
-        const value = await fn(trx, marks, log);
-        await appendAudit(trx, 'postgres', log);
-        return value;
-      });
-      if (marks.length > 0) this.notify(dedupe(marks));
-      return out;
-    })();
+    return this.store
+      .write(
+        async (trx, log) => {
+          const marks: DirtyMark[] = [];
+          return { value: await fn(trx, marks, log), marks };
+        },
+        (r) => this.tell(r.marks),
+      )
+      .then((r) => r.value);
   }
+
+  private tell(marks: DirtyMark[]): void {
+    if (marks.length === 0) return;
+    const first = this.pendingMarks.length === 0;
+    append(this.pendingMarks, marks);
+    if (!first) return;
+    // Every change of a committed batch is told in the same turn: one call for all of them.
+    queueMicrotask(() => {
+      const all = this.pendingMarks;
+      this.pendingMarks = [];
+      this.notify(dedupe(all));
+    });
+  }
+
 }
 
 // ---------- hot statements ----------
@@ -853,114 +858,7 @@ const DIRTY_UPSERT =
 /** One change: writes through `trx`, records the persons it marks dirty and its audit entries. */
 type ChangeFn<T> = (trx: Transaction<Database>, marks: DirtyMark[], log: AuditEntry[]) => Promise<T>;
 
-/** Appends without spreading (a 50,000-member change has 50,000 entries). */
-function append<T>(to: T[], items: readonly T[]): void {
-  for (const x of items) to.push(x);
-}
 const record = append<AuditEntry>;
-
-interface PendingChange {
-  fn: ChangeFn<unknown>;
-  resolve: (v: unknown) => void;
-  reject: (e: unknown) => void;
-}
-
-const SAVEPOINT = CompiledQuery.raw('savepoint change');
-const RELEASE = CompiledQuery.raw('release savepoint change');
-const ROLLBACK_TO = CompiledQuery.raw('rollback to savepoint change');
-
-/** Most changes one SQLite transaction takes (keeps a batch's latency bounded). */
-const GROUP_MAX = 64;
-
-/** Group commit for the single SQLite writer (see IdentityRepo.write). */
-class GroupCommit {
-  private readonly store: Store;
-  private readonly notify: Notify;
-  private queue: PendingChange[] = [];
-  private scheduled = false;
-  private running = false;
-
-  constructor(store: Store, notify: Notify) {
-    this.store = store;
-    this.notify = notify;
-  }
-
-  run<T>(fn: ChangeFn<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
-      this.schedule();
-    });
-  }
-
-  private schedule(): void {
-    if (this.scheduled || this.running) return;
-    this.scheduled = true;
-    // After this turn's I/O callbacks: every request parsed in this turn joins the batch.
-    setImmediate(() => {
-      this.scheduled = false;
-      void this.drain();
-    });
-  }
-
-  private async drain(): Promise<void> {
-    this.running = true;
-    try {
-      while (this.queue.length > 0) {
-        const batch = this.queue.splice(0, GROUP_MAX);
-        const outcomes: Array<{ ok: true; value: unknown; marks: DirtyMark[] } | { ok: false; error: unknown }> = [];
-        try {
-          await this.store.db.transaction().execute(async (trx) => {
-            const log: AuditEntry[] = [];
-            for (const change of batch) {
-              const marks: DirtyMark[] = [];
-              const own: AuditEntry[] = [];
-              if (batch.length === 1) {
-                outcomes.push({ ok: true, value: await change.fn(trx, marks, own), marks });
-                record(log, own);
-                continue;
-              }
-              await trx.executeQuery(SAVEPOINT);
-              try {
-                const value = await change.fn(trx, marks, own);
-                await trx.executeQuery(RELEASE);
-                outcomes.push({ ok: true, value, marks });
-                record(log, own);
-              } catch (error) {
-                await trx.executeQuery(ROLLBACK_TO);
-                await trx.executeQuery(RELEASE);
-                outcomes.push({ ok: false, error });
-              }
-            }
-            await appendAudit(trx, 'sqlite', log);
-          });
-        } catch (error) {
-          // A lone change's own error, or a failed commit: nothing of the batch was written.
-          batch.forEach((c, i) => {
-            const o = outcomes[i];
-            c.reject(o && !o.ok ? o.error : error);
-          });
-          continue;
-        }
-        const all = outcomes.flatMap((o) => (o.ok ? o.marks : []));
-        if (all.length > 0) {
-          try {
-            this.notify(dedupe(all));
-          } catch {
-            // The marks are committed; the sweeper finds them if this tell is lost.
-          }
-        }
-        batch.forEach((c, i) => {
-          const o = outcomes[i]!;
-          if (o.ok) c.resolve(o.value);
-          else c.reject(o.error);
-        });
-      }
-    } finally {
-      this.running = false;
-      if (this.queue.length > 0) this.schedule();
-    }
-  }
-}
 
 /**
  * Marks a person dirty in the caller's transaction. The generation lets the reconciler clear

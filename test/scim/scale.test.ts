@@ -1,6 +1,6 @@
 import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { Store } from '../../src/store/db.ts';
+import { storeOn, type Store } from '../../src/store/db.ts';
 import { IdentityRepo, type UserInput } from '../../src/store/identities.ts';
 import { freshStore, type TestStore } from '../helpers/stores.ts';
 import { TOKEN_A, buildScimApp, json, patch, scim } from './helpers.ts';
@@ -119,7 +119,7 @@ describe('SCIM at scale (SQLite)', () => {
     beforeAll(async () => {
       t = await freshStore('sqlite');
       log = new QueryLog();
-      const logged: Store = { ...t.store, db: t.store.db.withPlugin(log) };
+      const logged: Store = storeOn(t.store.db.withPlugin(log), 'sqlite');
       repo = new IdentityRepo(logged);
       ids = await seed(repo, 50_010);
       group = (await repo.createGroup('entra-a', { displayName: 'Everyone', resource: {} }, ids.slice(0, 50_000), ctx, { withMembers: false })).id;
