@@ -2,7 +2,11 @@
  * Lockdown benchmark: revoke-all of N keys (half on the iLOQ simulator, half on the CLIQ
  * simulator, each answering after `--latency` ms), then the lift.
  *
- *   node bench/lockdown.ts [--keys 10000] [--latency 20] [--concurrency 64]
+ *   node bench/lockdown.ts [--keys 10000] [--latency 20] [--concurrency 64] [--workers N]
+ *
+ * BENCH_TRACE=1 prints, while a phase runs, the requests in flight at each simulator and the
+ * iLOQ apply and reconcile queues' lengths in Redis (where the pipeline waits);
+ * BENCH_CPU_PROF=dir writes lockstep's CPU profiles there.
  *
  * Persons, their group memberships, lockstep's accepted state and the simulators' keys are
  * seeded directly (the setup is not what is measured); lockstep then runs as a child process
@@ -11,7 +15,9 @@
  *  - time until every revocation is accepted, against the bound set by concurrency and
  *    latency: ops × (calls per op) × latency ÷ concurrency, per lock system (the share is
  *    bound ÷ measured; 100% would be a lock system saturated at the configured concurrency);
- *  - the same for the lift; lockstep's CPU time per operation and peak RSS.
+ *  - the same for the lift; lockstep's CPU time per operation and peak RSS;
+ *  - the mean number of requests in flight at each simulator (the bound assumes `concurrency`
+ *    all the time, so this says how full lockstep keeps the pipes).
  * Figures are appended to bench/RESULTS.md. A benchmark, not a test.
  */
 import { spawn } from 'node:child_process';
@@ -38,6 +44,9 @@ const LATENCY = arg('latency', 20);
 const CONCURRENCY = arg('concurrency', 64);
 /** --workers N: `serve --no-workers` plus N `lockstep worker` processes (scale-out on one host). */
 const WORKERS = arg('workers', 0);
+/** apply.concurrency is per process: with worker processes each gets its share of the total. */
+const PER_PROCESS = WORKERS ? Math.floor(CONCURRENCY / WORKERS) : CONCURRENCY;
+if (PER_PROCESS * Math.max(1, WORKERS) !== CONCURRENCY) throw new Error('--concurrency must be a multiple of --workers');
 const ROOT = new URL('../', import.meta.url).pathname;
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -56,8 +65,8 @@ async function main() {
     log: { level: 'warn' },
     sources: [{ id: 'hr', idp: 'generic', scim: { tokenSha256: sha256Hex(randomBytes(8).toString('hex')) } }],
     lockSystems: [
-      { id: 'iloq', kind: 'iloq', iloq: { serverUrl: iloq.url, customerCode: 'DEMO', userName: 'lockstep', password: 'lockstep-sim' }, apply: { concurrency: CONCURRENCY } },
-      { id: 'cliq', kind: 'cliq', cliq: { baseUrl: cliq.url, domainId: cliq.domainId, bearerToken: 'bench' }, apply: { concurrency: CONCURRENCY } },
+      { id: 'iloq', kind: 'iloq', iloq: { serverUrl: iloq.url, customerCode: 'DEMO', userName: 'lockstep', password: 'lockstep-sim' }, apply: { concurrency: PER_PROCESS } },
+      { id: 'cliq', kind: 'cliq', cliq: { baseUrl: cliq.url, domainId: cliq.domainId, bearerToken: 'bench' }, apply: { concurrency: PER_PROCESS } },
     ],
     policy: {
       rules: [
@@ -146,8 +155,19 @@ async function main() {
       flight.n++;
       flight.iloq += iloq.requestsReceived - iloq.requestTotal;
       flight.cliq += cliq.requestsReceived - cliq.requestTotal;
+      if (process.env.BENCH_TRACE && flight.n % 50 === 0)
+        console.log(`t=${Math.round(performance.now() - started)} in flight iloq=${iloq.requestsReceived - iloq.requestTotal} cliq=${cliq.requestsReceived - cliq.requestTotal}`);
     }, 5);
     const started = performance.now();
+    const tr = process.env.BENCH_TRACE ? new Redis(REDIS_URL) : undefined;
+    const trTimer =
+      tr &&
+      setInterval(async () => {
+        const k = `${prefix}:apply_iloq`;
+        const [p, w, a] = await Promise.all([tr.zcard(`${k}:prioritized`), tr.llen(`${k}:wait`), tr.llen(`${k}:active`)]);
+        const [rp, rw, ra] = await Promise.all([tr.zcard(`${prefix}:reconcile:prioritized`), tr.llen(`${prefix}:reconcile:wait`), tr.llen(`${prefix}:reconcile:active`)]);
+        console.log(`q t=${Math.round(performance.now() - started)} apply_iloq prioritized=${p} wait=${w} active=${a} reconcile prioritized=${rp} wait=${rw} active=${ra}`);
+      }, 100);
     const id = (await action()).id as string;
     const answered = performance.now() - started;
     let f: any;
@@ -159,6 +179,8 @@ async function main() {
     const elapsed = performance.now() - started;
     clearInterval(watchFirst);
     clearInterval(watchFlight);
+    if (trTimer) clearInterval(trTimer);
+    tr?.disconnect();
     const calls = { iloq: iloq.requestTotal - before.iloq, cliq: cliq.requestTotal - before.cliq };
     const opsEach = half;
     const bound = Math.max(...(['iloq', 'cliq'] as const).map((ls) => (calls[ls] * LATENCY) / CONCURRENCY));
@@ -209,14 +231,14 @@ async function main() {
 
   const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
   const row = (p: typeof start) =>
-    `| ${p.name} | ${p.firstRequestMs.toFixed(0)} ms | ${(p.elapsedMs / 1000).toFixed(1)} s | ${(p.boundMs / 1000).toFixed(1)} s | ${pct(p.share)} | ${p.callsPerOp.iloq.toFixed(1)} / ${p.callsPerOp.cliq.toFixed(1)} | ${p.cpuMsPerOp.toFixed(2)} ms |`;
+    `| ${p.name} | ${p.firstRequestMs.toFixed(0)} ms | ${(p.elapsedMs / 1000).toFixed(1)} s | ${(p.boundMs / 1000).toFixed(1)} s | ${pct(p.share)} | ${p.callsPerOp.iloq.toFixed(1)} / ${p.callsPerOp.cliq.toFixed(1)} | ${p.cpuMsPerOp.toFixed(2)} ms | ${p.meanInFlight.iloq.toFixed(0)} / ${p.meanInFlight.cliq.toFixed(0)} |`;
   const text = [
     `### ${new Date().toISOString()} — lockdown (node bench/lockdown.ts)`,
     '',
-    `Machine: ${cpus()[0]?.model ?? '?'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; SQLite store; ${KEYS} keys (${half} iLOQ + ${half} CLIQ), ${LATENCY} ms per simulator call, apply concurrency ${CONCURRENCY} per lock system; ${WORKERS ? `\`serve --no-workers\` + ${WORKERS} \`worker\` processes` : 'one `serve` process'}; simulators in the benchmark process. Peak RSS of lockstep ${hwm.toFixed(0)} MB${WORKERS ? ' (sum)' : ''}.`,
+    `Machine: ${cpus()[0]?.model ?? '?'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; SQLite store; ${KEYS} keys (${half} iLOQ + ${half} CLIQ), ${LATENCY} ms per simulator call, apply concurrency ${CONCURRENCY} per lock system${WORKERS ? ` (${PER_PROCESS} per process)` : ''}; ${WORKERS ? `\`serve --no-workers\` + ${WORKERS} \`worker\` processes` : 'one `serve` process'}; simulators in the benchmark process. Peak RSS of lockstep ${hwm.toFixed(0)} MB${WORKERS ? ' (sum)' : ''}.`,
     '',
-    '| phase | first request | all accepted | bound (calls × latency ÷ concurrency) | share of bound (target ≥ 80%) | calls per op iLOQ / CLIQ | lockstep CPU per op |',
-    '|---|---:|---:|---:|---:|---:|---:|',
+    '| phase | first request | all accepted | bound (calls × latency ÷ concurrency) | share of bound (target ≥ 80%) | calls per op iLOQ / CLIQ | lockstep CPU per op | requests in flight iLOQ / CLIQ (mean) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
     row(start),
     row(lift),
     '',
