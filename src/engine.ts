@@ -14,6 +14,7 @@ import { EffectivenessWatcher } from './reconcile/effectiveness.ts';
 import { OverdueBlocklister } from './reconcile/overdue.ts';
 import { LockdownService } from './lockdown/service.ts';
 import type { Store } from './store/db.ts';
+import { exec } from './store/sql.ts';
 import type { IdentityRepo } from './store/identities.ts';
 
 /**
@@ -21,6 +22,8 @@ import type { IdentityRepo } from './store/identities.ts';
  * the HTTP server, `worker` without. Several processes may run it against the same Redis and
  * PostgreSQL; BullMQ spreads the jobs.
  */
+const PENDING_PRIORITY = "select min(priority) as priority from operations where lock_system_id = ? and person_id = ? and state in ('pending', 'running')";
+
 export class Engine {
   readonly queues: Queues;
   readonly reconciler: Reconciler;
@@ -147,13 +150,7 @@ export class Engine {
   /** Operations planned while the job was finishing would otherwise wait for the sweeper. */
   private async requeueIfPending(lockSystemId: string, personId: string): Promise<void> {
     try {
-      const row = await this.store.db
-        .selectFrom('operations')
-        .select((eb) => eb.fn.min('priority').as('priority'))
-        .where('lock_system_id', '=', lockSystemId)
-        .where('person_id', '=', personId)
-        .where('state', 'in', ['pending', 'running'])
-        .executeTakeFirst();
+      const [row] = await exec<{ priority: number | null }>(this.store.db, PENDING_PRIORITY, [lockSystemId, personId]);
       if (row?.priority !== null && row?.priority !== undefined) await this.queues.enqueueApply([{ lockSystemId, personId, priority: Number(row.priority) }]);
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'requeue check failed; the sweeper will retry');

@@ -21,6 +21,8 @@ export interface Identity {
   roles: string[];
   /** Flat attributes usable in policy: department, site, employeeType, division, costCenter, ... */
   attributes: Record<string, string>;
+  /** When lockstep first saw the person (epoch ms): access windows count from it. */
+  createdAt?: number;
 }
 
 /** Desired access for one person: lock system id -> access names. */

@@ -9,9 +9,11 @@ import type { Store } from '../store/db.ts';
 import { markEveryoneDirty, PRIORITY_NORMAL } from '../store/identities.ts';
 import type { Database, LockdownsTable } from '../store/schema.ts';
 import { inChunks } from '../queue/chunks.ts';
+import { exec } from '../store/sql.ts';
 
 /** Persons queued before a lockdown's start or lift is answered; the rest follow in chunks. */
 const FIRST_BATCH = 4;
+const IN_FORCE = "select id, scope from lockdowns where state in ('active', 'lift_requested')";
 const REST_CHUNK = 250;
 /** Head start of the first batch: its reconciles run before thousands of others compete with them. */
 const REST_DELAY_MS = 20;
@@ -279,7 +281,8 @@ export class LockdownService {
 
   /** The lockdowns every reconcile must honour, with config and per-lockdown exemptions merged. */
   async activeViews(db: Kysely<Database> = this.store.db): Promise<LockdownView[]> {
-    const rows = await db.selectFrom('lockdowns').select(['id', 'scope']).where('state', 'in', ['active', 'lift_requested']).execute();
+    // Every reconcile asks: fixed SQL (src/store/sql.ts).
+    const rows = await exec<{ id: string; scope: string }>(db, IN_FORCE, []);
     if (rows.length === 0) return [];
     const ex = await db.selectFrom('lockdown_exemptions').select(['lockdown_id', 'kind', 'value']).where('lockdown_id', 'in', rows.map((r) => r.id)).execute();
     return rows.map((r) => ({

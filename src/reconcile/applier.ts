@@ -3,6 +3,7 @@ import type { Job } from 'bullmq';
 import { sql, type Transaction } from 'kysely';
 import type { AuditEntry } from '../audit/audit.ts';
 import { append } from '../store/group-commit.ts';
+import { exec } from '../store/sql.ts';
 import { applyToState, endDateOf } from '../domain/planner.ts';
 import type { OperationKind, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
@@ -32,6 +33,24 @@ import { raiseTask, taskDeadlineMs } from './tasks.ts';
  * A crash leaves the operation `running`; the next run of the job claims it again, which is
  * safe because adapters apply idempotently.
  */
+
+// The statements of every apply, as fixed SQL (src/store/sql.ts).
+const OP_COLUMNS = 'id, seq, kind, access, attempts, correlation_id, requested_at, priority';
+const NEXT_OPERATION = `select ${OP_COLUMNS} from operations where lock_system_id = ? and person_id = ? and state in ('pending', 'running') order by seq limit 1`;
+const MARK_RUNNING = "update operations set state = 'running', attempts = ?, started_at = ? where id = ?";
+const MARK_ACCEPTED = "update operations set state = 'accepted', accepted_at = ?, effective_at = ?, last_error = null, result = ? where id = ?";
+const STATE_OF = 'select access, departed, end_date from lock_state where lock_system_id = ? and person_id = ?';
+const UPSERT_STATE =
+  'insert into lock_state (lock_system_id, person_id, remote_person_id, access, departed, end_date, updated_at) values (?, ?, ?, ?, ?, ?, ?) ' +
+  'on conflict (lock_system_id, person_id) do update set access = excluded.access, departed = excluded.departed, end_date = excluded.end_date, updated_at = excluded.updated_at';
+const UPSERT_STATE_WITH_REMOTE = `${UPSERT_STATE}, remote_person_id = excluded.remote_person_id`;
+const KEY_CHANGE_ROW = '(?, ?, ?, ?, ?, ?, ?, ?, ?, null, ?, null)';
+const insertKeyChangesText: string[] = [];
+function insertKeyChanges(rows: number): string {
+  return (insertKeyChangesText[rows] ??=
+    'insert into key_changes (id, operation_id, lock_system_id, person_id, key_id, kind, revocation, job_id, accepted_at, effective_at, horizon, checked_at) values ' +
+    Array.from({ length: rows }, () => KEY_CHANGE_ROW).join(', '));
+}
 
 export class RetryableApplyError extends Error {
   readonly retryAfterMs: number | undefined;
@@ -139,22 +158,10 @@ export class Applier {
   private async claim(lockSystemId: string, personId: string, jobId: string): Promise<OpRow | undefined> {
     return this.store.write(async (trx, log) => {
       if (this.store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${personId}))`.execute(trx);
-      const op = await trx
-        .selectFrom('operations')
-        .select(['id', 'seq', 'kind', 'access', 'attempts', 'correlation_id', 'requested_at', 'priority'])
-        .where('lock_system_id', '=', lockSystemId)
-        .where('person_id', '=', personId)
-        .where('state', 'in', ['pending', 'running'])
-        .orderBy('seq')
-        .limit(1)
-        .executeTakeFirst();
+      const [op] = await exec<OpRow>(trx, NEXT_OPERATION, [lockSystemId, personId]);
       if (!op) return undefined;
       const now = Date.now();
-      await trx
-        .updateTable('operations')
-        .set({ state: 'running', attempts: op.attempts + 1, started_at: now })
-        .where('id', '=', op.id)
-        .execute();
+      await exec(trx, MARK_RUNNING, [op.attempts + 1, now, op.id]);
       log.push(
         {
           actor: `system:apply:${lockSystemId}`,
@@ -175,41 +182,37 @@ export class Applier {
     // The first truth is now; the second comes per key, when the change reaches it.
     const pending = result.keys.filter((k) => k.change === 'changed' && k.effective !== true);
     await this.store.write(async (trx, log) => {
-      await trx
-        .updateTable('operations')
-        .set({ state: 'accepted', accepted_at: now, effective_at: pending.length ? null : now, last_error: null, result: JSON.stringify(result) })
-        .where('id', '=', op.id)
-        .execute();
+      await exec(trx, MARK_ACCEPTED, [now, pending.length ? null : now, JSON.stringify(result), op.id]);
       if (pending.length)
-        await trx
-          .insertInto('key_changes')
-          .values(
-            pending.map((k) => ({
-              id: randomUUID(),
-              operation_id: op.id,
-              lock_system_id: lockSystemId,
-              person_id: personId,
-              key_id: k.keyId,
-              kind: op.kind,
-              revocation: revocation ? 1 : 0,
-              job_id: k.jobId ?? null,
-              accepted_at: now,
-              effective_at: null,
-              horizon: k.exposureUntil ? Date.parse(k.exposureUntil) : null,
-              checked_at: null,
-            })),
-          )
-          .execute();
+        await exec(
+          trx,
+          insertKeyChanges(pending.length),
+          pending.flatMap((k) => [
+            randomUUID(),
+            op.id,
+            lockSystemId,
+            personId,
+            k.keyId,
+            op.kind,
+            revocation ? 1 : 0,
+            k.jobId ?? null,
+            now,
+            k.exposureUntil ? Date.parse(k.exposureUntil) : null,
+          ]),
+        );
       const taskEntries = await this.raiseTasks(trx, lockSystemId, personId, op, result, now);
-      const cur = await trx.selectFrom('lock_state').select(['access', 'departed', 'end_date']).where('lock_system_id', '=', lockSystemId).where('person_id', '=', personId).executeTakeFirst();
+      const [cur] = await exec<{ access: string; departed: number; end_date: string | null }>(trx, STATE_OF, [lockSystemId, personId]);
       const next = applyToState(cur ? actualFromRow(cur) : undefined, { kind: op.kind as PlannedOperation['kind'], access: JSON.parse(op.access) as string[] }, endDate);
       const remote = (result as { remotePersonId?: string } | undefined)?.remotePersonId ?? null;
-      const row = { access: JSON.stringify([...next.access].sort()), departed: next.left ? 1 : 0, end_date: endDateToRow(next.endDate), updated_at: now };
-      await trx
-        .insertInto('lock_state')
-        .values({ lock_system_id: lockSystemId, person_id: personId, remote_person_id: remote, ...row })
-        .onConflict((oc) => oc.columns(['lock_system_id', 'person_id']).doUpdateSet(remote ? { ...row, remote_person_id: remote } : row))
-        .execute();
+      await exec(trx, remote ? UPSERT_STATE_WITH_REMOTE : UPSERT_STATE, [
+        lockSystemId,
+        personId,
+        remote,
+        JSON.stringify([...next.access].sort()),
+        next.left ? 1 : 0,
+        endDateToRow(next.endDate),
+        now,
+      ]);
       log.push(
         {
           actor: `system:apply:${lockSystemId}`,

@@ -7,6 +7,7 @@ import { desiredAccess, isActive, managedAccess, matchingRules, nextChange, type
 import { applyLockdowns, type LockdownView } from '../domain/lockdown.ts';
 import { PRIORITY_LOCKDOWN } from '../lockdown/service.ts';
 import { actualFromRow } from '../store/lock-state.ts';
+import { exec } from '../store/sql.ts';
 import type { ActualState, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
@@ -23,6 +24,22 @@ import type { IdentityRepo } from '../store/identities.ts';
  * stacked. The dirty mark is cleared only if its generation is unchanged, so a change that
  * arrives mid-reconcile leaves the mark and the caller runs the person again.
  */
+
+// The statements of every reconcile, as fixed SQL (src/store/sql.ts).
+const DIRTY_OF = 'select generation, correlation_id from dirty where person_id = ?';
+const DIRTY_GENERATION = 'select generation from dirty where person_id = ?';
+const DIRTY_CLEAR = 'delete from dirty where person_id = ? and generation = ?';
+const STATES_OF = 'select lock_system_id, access, departed, end_date from lock_state where person_id = ?';
+const INFLIGHT_OF = "select seq, id, lock_system_id, kind, access, state, priority from operations where person_id = ? and state in ('pending', 'running') order by seq";
+const SCHEDULE_UPSERT = 'insert into schedule (person_id, due_at, reason) values (?, ?, ?) on conflict (person_id) do update set due_at = excluded.due_at';
+const SCHEDULE_DELETE = 'delete from schedule where person_id = ?';
+const OPERATION_ROW = "(?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)";
+const insertOperationsText: string[] = [];
+function insertOperations(rows: number): string {
+  return (insertOperationsText[rows] ??=
+    'insert into operations (id, person_id, lock_system_id, kind, access, priority, state, attempts, correlation_id, requested_at) values ' +
+    Array.from({ length: rows }, () => OPERATION_ROW).join(', '));
+}
 
 export interface ReconcileResult {
   personId: string;
@@ -84,12 +101,11 @@ export class Reconciler {
 
   private async run(personId: string, dryRun: boolean): Promise<ReconcileResult> {
     const db = this.store.db;
-    const dirty = await db.selectFrom('dirty').select(['generation', 'correlation_id']).where('person_id', '=', personId).executeTakeFirst();
+    const [dirty] = await exec<{ generation: number; correlation_id: string }>(db, DIRTY_OF, [personId]);
     const correlationId = dirty?.correlation_id ?? randomUUID();
     const identity = await this.identities.loadIdentity(personId);
     const now = Date.now();
-    const created = identity ? await db.selectFrom('persons').select('created_at').where('id', '=', personId).executeTakeFirst() : undefined;
-    const ctx: PolicyContext = { now, ...(created ? { createdAt: Number(created.created_at) } : {}) };
+    const ctx: PolicyContext = { now, ...(identity?.createdAt !== undefined ? { createdAt: identity.createdAt } : {}) };
     const { access: desired, applied: lockdownsApplied } = applyLockdowns(desiredAccess(identity, this.cfg.policy.rules, ctx), identity, await this.lockdowns());
     const desiredOut = Object.fromEntries([...desired].map(([k, v]) => [k, [...v].sort()]));
     const rules = matchingRules(identity, this.cfg.policy.rules, ctx);
@@ -98,14 +114,8 @@ export class Reconciler {
     let requeue = false;
 
     const body = async (trx: typeof db, log: AuditEntry[]) => {
-      const states = await trx.selectFrom('lock_state').select(['lock_system_id', 'access', 'departed', 'end_date']).where('person_id', '=', personId).execute();
-      const inflight = await trx
-        .selectFrom('operations')
-        .select(['seq', 'id', 'lock_system_id', 'kind', 'access', 'state', 'priority'])
-        .where('person_id', '=', personId)
-        .where('state', 'in', ['pending', 'running'])
-        .orderBy('seq')
-        .execute();
+      const states = await exec<{ lock_system_id: string; access: string; departed: number; end_date: string | null }>(trx, STATES_OF, [personId]);
+      const inflight = await exec<{ seq: number; id: string; lock_system_id: string; kind: string; access: string; state: string; priority: number }>(trx, INFLIGHT_OF, [personId]);
       const actual = new Map<string, ActualState>();
       for (const s of states) {
         if (!this.systems.has(s.lock_system_id)) continue;
@@ -137,29 +147,11 @@ export class Reconciler {
             .where('id', 'in', pending.map((p) => p.id))
             .execute();
         if (operations.length)
-          await trx
-            .insertInto('operations')
-            .values(
-              operations.map((o) => ({
-                id: randomUUID(),
-                person_id: personId,
-                lock_system_id: o.lockSystemId,
-                kind: o.kind,
-                access: JSON.stringify(o.access),
-                priority: o.priority,
-                state: 'pending' as const,
-                attempts: 0,
-                correlation_id: correlationId,
-                requested_at: now,
-                started_at: null,
-                accepted_at: null,
-                effective_at: null,
-                last_error: null,
-                result: null,
-                failed_job_id: null,
-              })),
-            )
-            .execute();
+          await exec(
+            trx,
+            insertOperations(operations.length),
+            operations.flatMap((o) => [randomUUID(), personId, o.lockSystemId, o.kind, JSON.stringify(o.access), o.priority, correlationId, now]),
+          );
         log.push({
             actor: 'system:reconciler',
             action: 'plan',
@@ -179,15 +171,10 @@ export class Reconciler {
           });
       }
       // The clock is an event source too: wake this person when a date in their record passes.
-      if (wakeAt !== undefined)
-        await trx
-          .insertInto('schedule')
-          .values({ person_id: personId, due_at: wakeAt, reason: 'termination date or access window' })
-          .onConflict((oc) => oc.column('person_id').doUpdateSet({ due_at: wakeAt }))
-          .execute();
-      else await trx.deleteFrom('schedule').where('person_id', '=', personId).execute();
-      if (dirty) await trx.deleteFrom('dirty').where('person_id', '=', personId).where('generation', '=', dirty.generation).execute();
-      const still = await trx.selectFrom('dirty').select('generation').where('person_id', '=', personId).executeTakeFirst();
+      if (wakeAt !== undefined) await exec(trx, SCHEDULE_UPSERT, [personId, wakeAt, 'termination date or access window']);
+      else await exec(trx, SCHEDULE_DELETE, [personId]);
+      if (dirty) await exec(trx, DIRTY_CLEAR, [personId, dirty.generation]);
+      const [still] = await exec<{ generation: number }>(trx, DIRTY_GENERATION, [personId]);
       requeue = still !== undefined;
     };
 

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { CompiledQuery, PostgresAdapter, sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool, type Transaction } from 'kysely';
+import { sql, type Expression, type ExpressionBuilder, type SqlBool, type Transaction } from 'kysely';
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
 import type { Store } from './db.ts';
 import { append } from './group-commit.ts';
+import { exec } from './sql.ts';
 import type { Identity } from '../domain/types.ts';
 import type { Database, GroupsTable, PersonsTable } from './schema.ts';
 
@@ -562,21 +563,16 @@ export class IdentityRepo {
 
   /** The identity as policy sees it, or null when the person no longer exists. */
   async loadIdentity(personId: string): Promise<Identity | null> {
-    const row = await this.store.db.selectFrom('persons').selectAll().where('id', '=', personId).executeTakeFirst();
+    const [row] = await exec<Pick<PersonsTable, 'id' | 'source_id' | 'user_name' | 'active' | 'display_name' | 'profile' | 'created_at'>>(this.store.db, LOAD_PERSON, [personId]);
     if (!row) return null;
-    const groups = await this.store.db
-      .selectFrom('memberships')
-      .innerJoin('groups', 'groups.id', 'memberships.group_id')
-      .select(['groups.id', 'groups.display_name'])
-      .where('memberships.person_id', '=', personId)
-      .execute();
+    const groups = await exec<{ id: string; display_name: string }>(this.store.db, LOAD_GROUPS, [personId]);
     const profile = JSON.parse(row.profile) as Profile;
     return {
       personId: row.id,
       sourceId: row.source_id,
       externalId: row.id,
       userName: row.user_name,
-      active: row.active === 1,
+      active: Number(row.active) === 1,
       givenName: profile.givenName,
       familyName: profile.familyName,
       displayName: row.display_name ?? undefined,
@@ -584,6 +580,7 @@ export class IdentityRepo {
       groups: groups.map((g) => ({ id: g.id, displayName: g.display_name })),
       roles: profile.roles ?? [],
       attributes: profile.attributes ?? {},
+      createdAt: Number(row.created_at),
     };
   }
 
@@ -786,28 +783,8 @@ export class IdentityRepo {
 
 // ---------- hot statements ----------
 //
-// The statements on every SCIM write and read run as fixed SQL text through Kysely's executor
-// (same connection, same transactions, same plugins for results) rather than being built and
-// compiled per call, which costs about as much as running them on SQLite. `?` placeholders
-// become `$n` for PostgreSQL. Dynamic queries (filters) use the query builder.
-
-const dollarised = new Map<string, string>();
-
-function forDialect(text: string, dialect: 'sqlite' | 'postgres'): string {
-  if (dialect === 'sqlite') return text;
-  let out = dollarised.get(text);
-  if (out === undefined) {
-    let n = 0;
-    out = text.replace(/\?/g, () => `$${++n}`);
-    if (dollarised.size < 5000) dollarised.set(text, out);
-  }
-  return out;
-}
-
-async function exec<R>(db: Kysely<Database> | Transaction<Database>, text: string, params: readonly unknown[]): Promise<R[]> {
-  const dialect = db.getExecutor().adapter instanceof PostgresAdapter ? 'postgres' : 'sqlite';
-  return (await db.executeQuery<R>(CompiledQuery.raw(forDialect(text, dialect), params as unknown[]))).rows;
-}
+// The statements on every SCIM write and read run as fixed SQL text (src/store/sql.ts).
+// Dynamic queries (filters) use the query builder.
 
 const placeholderCache: string[] = [];
 function placeholders(n: number): string {
@@ -846,6 +823,10 @@ const PERSON_COLUMNS = [
 ] as const satisfies ReadonlyArray<keyof PersonsTable>;
 const PERSON_INSERT = `insert into persons (${PERSON_COLUMNS.join(', ')}) values (${placeholders(PERSON_COLUMNS.length)})`;
 const personValues = (r: PersonsTable) => PERSON_COLUMNS.map((c) => r[c]);
+
+// What a reconcile needs of a person; never the stored SCIM resource, which can be large.
+const LOAD_PERSON = 'select id, source_id, user_name, active, display_name, profile, created_at from persons where id = ?';
+const LOAD_GROUPS = 'select groups.id, groups.display_name from memberships inner join groups on groups.id = memberships.group_id where memberships.person_id = ?';
 
 const SET_ACTIVE = 'update persons set active = ?, version = version + 1, updated_at = ? where id = ? and source_id = ? and active = ? returning version, user_name';
 const SET_ACTIVE_AT_VERSION = SET_ACTIVE.replace(' returning', ' and version = ? returning');
