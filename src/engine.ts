@@ -22,6 +22,7 @@ import type { IdentityRepo } from './store/identities.ts';
  * the HTTP server, `worker` without. Several processes may run it against the same Redis and
  * PostgreSQL; BullMQ spreads the jobs.
  */
+const DIRTY_PRIORITY = 'select priority from dirty where person_id = ?';
 const PENDING_PRIORITY = "select min(priority) as priority from operations where lock_system_id = ? and person_id = ? and state in ('pending', 'running')";
 
 export class Engine {
@@ -100,6 +101,7 @@ export class Engine {
     reconcileWorker.on('completed', (job, result: { requeue?: boolean } | undefined) => {
       // A change arrived while this person was being planned: plan again (the job id is free now).
       if (result?.requeue) void this.queues.enqueueReconcile([{ personId: job.data.personId, priority: job.opts.priority ?? 10 }]).catch(() => {});
+      else void this.requeueIfDirty(job.data.personId);
     });
     reconcileWorker.on('failed', (job, err) => this.log.warn({ personId: job?.data.personId, err: err.message }, 'reconcile attempt failed'));
     reconcileWorker.on('error', (err) => this.log.warn({ err: err.message }, 'reconcile worker error'));
@@ -145,6 +147,20 @@ export class Engine {
     this.overdue.start();
     this.expiryTimer = setInterval(() => void this.lockdowns.expireDue().catch((err: Error) => this.log.warn({ err: err.message }, 'lockdown expiry check failed')), this.cfg.reconcile.sweepIntervalMs);
     this.expiryTimer.unref();
+  }
+
+  /**
+   * A change committed after the reconcile's own commit but before BullMQ finished its job had its
+   * enqueue swallowed by the still-active job id; its dirty mark is still there. Under a burst of
+   * changes to the same persons that is most of them, and they would wait for the sweeper.
+   */
+  private async requeueIfDirty(personId: string): Promise<void> {
+    try {
+      const [row] = await exec<{ priority: number }>(this.store.db, DIRTY_PRIORITY, [personId]);
+      if (row) await this.queues.enqueueReconcile([{ personId, priority: Number(row.priority) }]);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'requeue check failed; the sweeper will retry');
+    }
   }
 
   /** Operations planned while the job was finishing would otherwise wait for the sweeper. */

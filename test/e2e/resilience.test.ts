@@ -53,6 +53,28 @@ describe('resilience of the pipeline', () => {
     await waitFor(() => s.keyAccess(u)[0]?.includes('Control room'), { what: 'the late membership to be applied' });
   });
 
+  it('a change committed after the reconcile but before its job finished is planned at once, not left to the sweeper', async () => {
+    // The sweeper is far away: only the queue can bring the change in time.
+    s = await startStack({ config: { reconcile: { sweepIntervalMs: 60_000, sweepAfterMs: 60_000 } } });
+    const g = (await s.scim('POST', '/Groups', newGroup('Control Room', []))).body.id as string;
+    const rec = s.rt.engine.reconciler;
+    const original = rec.reconcile.bind(rec);
+    let u = '';
+    let once = true;
+    rec.reconcile = async (personId: string) => {
+      const result = await original(personId);
+      if (once && personId === u) {
+        once = false;
+        // Committed now, while this job is still active in BullMQ: its enqueue is swallowed.
+        await s.scim('PATCH', `/Groups/${g}`, patch({ op: 'add', path: 'members', value: [{ value: u }] }));
+      }
+      return result;
+    };
+    u = (await s.scim('POST', '/Users', newUser('between@example.com'))).body.id as string;
+    await waitFor(() => !once, { what: 'the first reconcile' });
+    await waitFor(() => s.keyAccess(u)[0]?.includes('Control room'), { what: 'the membership added between commit and job end', timeoutMs: 10_000 });
+  });
+
   it('Redis flushed mid-flow: the sweeper restores the work from the database', async () => {
     const redisUrl = 'redis://127.0.0.1:6379/7';
     s = await startStack({ redisUrl, sim: {} });
