@@ -8,7 +8,7 @@ RUN npm ci --omit=dev --no-audit --no-fund
 FROM node:24-bookworm-slim
 ENV NODE_ENV=production
 # V8 heap settings lockstep ships with (src/node-flags.ts); override NODE_OPTIONS for a larger tenant.
-ENV NODE_OPTIONS="--max-old-space-size=512 --max-semi-space-size=8"
+ENV NODE_OPTIONS="--max-old-space-size=512 --max-semi-space-size=16"
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./

@@ -49,7 +49,14 @@ export const serverSchema = z
 export const storeSchema = z
   .object({
     driver: z.enum(['sqlite', 'postgres']).default('sqlite'),
-    sqlite: z.object({ path: z.string().min(1).default('./data/lockstep.db') }).strict().default({ path: './data/lockstep.db' }),
+    sqlite: z
+      .object({
+        path: z.string().min(1).default('./data/lockstep.db'),
+        /** SQLite's page cache, MiB. The OS caches the file too; more only helps stores far larger than the indexes. */
+        cacheMB: z.number().int().min(2).max(4096).default(16),
+      })
+      .strict()
+      .default({ path: './data/lockstep.db', cacheMB: 16 }),
     postgres: z
       .object({
         /** Falls back to the DATABASE_URL environment variable. */

@@ -82,6 +82,22 @@ interface OpRow {
   priority: number;
 }
 
+/** The claim itself, inside the caller's change (see Applier.claim). */
+async function claimIn(trx: Transaction<Database>, log: AuditEntry[], lockSystemId: string, personId: string, jobId: string): Promise<OpRow | undefined> {
+  const [op] = await exec<OpRow>(trx, NEXT_OPERATION, [lockSystemId, personId]);
+  if (!op) return undefined;
+  await exec(trx, MARK_RUNNING, [op.attempts + 1, Date.now(), op.id]);
+  log.push({
+    actor: `system:apply:${lockSystemId}`,
+    action: 'operation.attempt',
+    subject: `operation:${op.id}`,
+    personId,
+    correlationId: op.correlation_id,
+    detail: { lockSystem: lockSystemId, kind: op.kind, access: JSON.parse(op.access), attempt: op.attempts + 1, job: jobId },
+  });
+  return { ...op, attempts: op.attempts + 1 };
+}
+
 export class Applier {
   private readonly store: Store;
   private readonly identities: IdentityRepo;
@@ -105,10 +121,14 @@ export class Applier {
     const system = this.systems.get(lockSystemId);
     if (!system) throw new Error(`lock system ${lockSystemId} is not configured`);
     const outcome: ApplyOutcome = { accepted: 0, dead: 0 };
+    const jobId = job.id ?? '';
     let person: PersonRef | undefined;
+    // Each acceptance claims the next operation in the same change: one commit per operation.
+    let next = await this.claim(lockSystemId, personId, jobId);
     for (;;) {
-      const op = await this.claim(lockSystemId, personId, job.id ?? '');
+      const op = next;
       if (!op) return outcome;
+      next = undefined;
       person ??= await this.personRef(personId);
       const kind = op.kind as OperationKind;
       const access = JSON.parse(op.access) as string[];
@@ -116,7 +136,7 @@ export class Applier {
       try {
         const result = await system.apply({ operationId: op.id, kind, access, person });
         this.metrics?.operationSeconds.observe({ lock_system: lockSystemId, kind }, (performance.now() - started) / 1000);
-        await this.accept(lockSystemId, personId, op, result, endDateOf(person.terminationDate));
+        next = await this.accept(lockSystemId, personId, op, result, endDateOf(person.terminationDate), jobId);
         outcome.accepted += 1;
         this.metrics?.operations.inc({ lock_system: lockSystemId, kind, outcome: 'accepted' });
         this.metrics?.endToEndSeconds.observe({ lock_system: lockSystemId, kind }, (Date.now() - Number(op.requested_at)) / 1000);
@@ -126,6 +146,7 @@ export class Applier {
         if (e.kind === 'permanent') {
           await this.deadLetter(job, lockSystemId, personId, [op], e, false);
           outcome.dead += 1;
+          next = await this.claim(lockSystemId, personId, jobId);
           continue;
         }
         if (e.kind === 'rate_limited') {
@@ -155,33 +176,21 @@ export class Applier {
   }
 
   /** Takes the first unfinished operation of this pair, marks it running and audits the attempt. */
-  private async claim(lockSystemId: string, personId: string, jobId: string): Promise<OpRow | undefined> {
+  private claim(lockSystemId: string, personId: string, jobId: string): Promise<OpRow | undefined> {
     return this.store.write(async (trx, log) => {
       if (this.store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${personId}))`.execute(trx);
-      const [op] = await exec<OpRow>(trx, NEXT_OPERATION, [lockSystemId, personId]);
-      if (!op) return undefined;
-      const now = Date.now();
-      await exec(trx, MARK_RUNNING, [op.attempts + 1, now, op.id]);
-      log.push(
-        {
-          actor: `system:apply:${lockSystemId}`,
-          action: 'operation.attempt',
-          subject: `operation:${op.id}`,
-          personId,
-          correlationId: op.correlation_id,
-          detail: { lockSystem: lockSystemId, kind: op.kind, access: JSON.parse(op.access), attempt: op.attempts + 1, job: jobId },
-        },
-      );
-      return { ...op, attempts: op.attempts + 1 };
+      return claimIn(trx, log, lockSystemId, personId, jobId);
     });
   }
 
-  private async accept(lockSystemId: string, personId: string, op: OpRow, result: ApplyResult, endDate: string | null): Promise<void> {
+  /** Records the lock system's acceptance, then claims the pair's next operation (if any) in the same change. */
+  private async accept(lockSystemId: string, personId: string, op: OpRow, result: ApplyResult, endDate: string | null, jobId: string): Promise<OpRow | undefined> {
     const now = Date.now();
     const revocation = op.kind === 'revoke' || op.kind === 'leave';
     // The first truth is now; the second comes per key, when the change reaches it.
     const pending = result.keys.filter((k) => k.change === 'changed' && k.effective !== true);
-    await this.store.write(async (trx, log) => {
+    return this.store.write(async (trx, log) => {
+      if (this.store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${personId}))`.execute(trx);
       await exec(trx, MARK_ACCEPTED, [now, pending.length ? null : now, JSON.stringify(result), op.id]);
       if (pending.length)
         await exec(
@@ -224,6 +233,7 @@ export class Applier {
         },
         ...taskEntries,
       );
+      return claimIn(trx, log, lockSystemId, personId, jobId);
     });
   }
 
@@ -295,12 +305,12 @@ export class Applier {
   }
 
   private async personRef(personId: string): Promise<PersonRef> {
-    const id = await this.identities.loadIdentity(personId);
+    const p = await this.identities.loadProfile(personId);
     const ref: PersonRef = { personId, externalId: personId };
-    if (id?.givenName) ref.givenName = id.givenName;
-    if (id?.familyName) ref.familyName = id.familyName;
-    if (id?.email) ref.email = id.email;
-    if (id?.attributes.terminationDate) ref.terminationDate = id.attributes.terminationDate;
+    if (p?.givenName) ref.givenName = p.givenName;
+    if (p?.familyName) ref.familyName = p.familyName;
+    if (p?.email) ref.email = p.email;
+    if (p?.attributes?.terminationDate) ref.terminationDate = p.attributes.terminationDate;
     return ref;
   }
 }

@@ -30,7 +30,10 @@ export interface Store {
 // BIGINT (int8) columns hold epoch milliseconds and sequence numbers, all far below 2^53.
 pg.types.setTypeParser(20, (v) => Number(v));
 
-export function openStore(cfg: Config['store']): Store {
+/** The store section; the SQLite cache size may be left out (tools and tests open stores too). */
+export type StoreOptions = Omit<Config['store'], 'sqlite'> & { sqlite: { path: string; cacheMB?: number } };
+
+export function openStore(cfg: StoreOptions): Store {
   if (cfg.driver === 'postgres') {
     const url = cfg.postgres.url ?? process.env.DATABASE_URL;
     if (!url) throw new Error('store.postgres.url or DATABASE_URL is required for the postgres store');
@@ -40,7 +43,7 @@ export function openStore(cfg: Config['store']): Store {
     return storeOn(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), 'postgres');
   }
   if (cfg.sqlite.path !== ':memory:') mkdirSync(dirname(cfg.sqlite.path), { recursive: true });
-  const { kysely } = openSqlite(cfg.sqlite.path);
+  const { kysely } = openSqlite(cfg.sqlite.path, { cacheMB: cfg.sqlite.cacheMB });
   return storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite');
 }
 

@@ -584,6 +584,12 @@ export class IdentityRepo {
     };
   }
 
+  /** The person's profile alone (names, email, attributes): what a lock system is told. */
+  async loadProfile(personId: string): Promise<Profile | null> {
+    const [row] = await exec<{ profile: string }>(this.store.db, LOAD_PROFILE, [personId]);
+    return row ? (JSON.parse(row.profile) as Profile) : null;
+  }
+
   /** Asks for a reconcile of these persons (admin action, sweeps); audited like any change. */
   async requestReconcile(personIds: string[], reason: string, ctx: WriteContext, priority = PRIORITY_NORMAL): Promise<void> {
     const now = Date.now();
@@ -826,6 +832,7 @@ const personValues = (r: PersonsTable) => PERSON_COLUMNS.map((c) => r[c]);
 
 // What a reconcile needs of a person; never the stored SCIM resource, which can be large.
 const LOAD_PERSON = 'select id, source_id, user_name, active, display_name, profile, created_at from persons where id = ?';
+const LOAD_PROFILE = 'select profile from persons where id = ?';
 const LOAD_GROUPS = 'select groups.id, groups.display_name from memberships inner join groups on groups.id = memberships.group_id where memberships.person_id = ?';
 
 const SET_ACTIVE = 'update persons set active = ?, version = version + 1, updated_at = ? where id = ? and source_id = ? and active = ? returning version, user_name';

@@ -6,7 +6,7 @@ import type { SqliteDatabase, SqliteStatement } from 'kysely';
  * needs no native addon, so we adapt it: `reader` is derived from the statement's result
  * columns, and parameters are spread because node:sqlite takes them as varargs.
  */
-export function openSqlite(path: string): { db: DatabaseSync; kysely: SqliteDatabase } {
+export function openSqlite(path: string, opts: { cacheMB?: number } = {}): { db: DatabaseSync; kysely: SqliteDatabase } {
   const db = new DatabaseSync(path);
   // WAL lets readers (admin API) run beside the writer; NORMAL is durable across process crashes.
   db.exec('PRAGMA journal_mode = WAL');
@@ -14,7 +14,8 @@ export function openSqlite(path: string): { db: DatabaseSync; kysely: SqliteData
   db.exec('PRAGMA busy_timeout = 5000');
   // Checkpoints run inside a committing transaction; fewer, larger ones keep commits cheap.
   db.exec('PRAGMA wal_autocheckpoint = 10000');
-  db.exec('PRAGMA cache_size = -65536');
+  // Negative: KiB. Filled pages stay resident, so this is RSS the daemon keeps under load.
+  db.exec(`PRAGMA cache_size = -${(opts.cacheMB ?? 16) * 1024}`);
   db.exec('PRAGMA temp_store = MEMORY');
   db.exec('PRAGMA foreign_keys = ON');
   const cache = new Map<string, SqliteStatement>();
