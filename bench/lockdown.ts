@@ -33,7 +33,7 @@ import { policyFingerprint } from '../src/reconcile/policy-change.ts';
 import { configSchema } from '../src/config/schema.ts';
 import { openStore } from '../src/store/db.ts';
 import { IdentityRepo } from '../src/store/identities.ts';
-import { NODE_FLAGS } from '../src/node-flags.ts';
+import { NODE_ENV_VARS, NODE_FLAGS } from '../src/node-flags.ts';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -116,7 +116,7 @@ async function main() {
   const cfgFile = join(dir, 'lockstep.json');
   writeFileSync(cfgFile, JSON.stringify(raw));
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-  const launch = (args: string[]) => spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'src/cli.ts'), ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const launch = (args: string[]) => spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'src/cli.ts'), ...args], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...NODE_ENV_VARS } });
   const child = launch(['serve', '--config', cfgFile, ...(WORKERS ? ['--no-workers'] : [])]);
   const workers = Array.from({ length: WORKERS }, (_, i) => {
     const f = join(dir, `worker${i}.json`);

@@ -23,7 +23,7 @@ import { Agent, request } from 'undici';
 import { Redis } from 'ioredis';
 import { startIloqSimulator } from '../adapters/locks/iloq/simulator.ts';
 import { sha256Hex } from '../src/http/admin-auth.ts';
-import { NODE_FLAGS } from '../src/node-flags.ts';
+import { NODE_ENV_VARS, NODE_FLAGS } from '../src/node-flags.ts';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -72,7 +72,7 @@ async function main() {
   const cfgFile = join(dir, 'lockstep.json');
   writeFileSync(cfgFile, JSON.stringify(config));
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-  const launch = (args: string[]) => spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'src/cli.ts'), ...args], { stdio: ['ignore', process.env.BENCH_LOG_LEVEL ? 'inherit' : 'ignore', 'inherit'] });
+  const launch = (args: string[]) => spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'src/cli.ts'), ...args], { stdio: ['ignore', process.env.BENCH_LOG_LEVEL ? 'inherit' : 'ignore', 'inherit'], env: { ...process.env, ...NODE_ENV_VARS } });
   const children = [launch(['serve', '--config', cfgFile, ...(SPLIT ? ['--no-workers'] : [])])];
   const base = `http://127.0.0.1:${port}`;
   const agent = new Agent({ connections: CONCURRENCY * 2, pipelining: 1 });

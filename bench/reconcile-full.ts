@@ -25,7 +25,7 @@ import { createServer } from 'node:http';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NODE_FLAGS } from '../src/node-flags.ts';
+import { NODE_ENV_VARS, NODE_FLAGS } from '../src/node-flags.ts';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -249,7 +249,7 @@ if (process.argv.includes('--graph-server')) graphServer();
 else if (!process.argv.includes('--node-defaults') && !NODE_FLAGS.every((f) => process.execArgv.includes(f))) {
   // The snapshot runs in this process: run it with the heap settings lockstep ships with
   // (--node-defaults measures V8's defaults instead).
-  const again = spawn(process.execPath, [...NODE_FLAGS, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit' });
+  const again = spawn(process.execPath, [...NODE_FLAGS, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...process.env, ...NODE_ENV_VARS } });
   again.on('exit', (code) => process.exit(code ?? 1));
 } else
   main().catch((err) => {

@@ -33,7 +33,7 @@ import { sha256Hex } from '../src/http/admin-auth.ts';
 import { openStore } from '../src/store/db.ts';
 import { IdentityRepo, type UserInput } from '../src/store/identities.ts';
 import { sql } from 'kysely';
-import { NODE_FLAGS } from '../src/node-flags.ts';
+import { NODE_ENV_VARS, NODE_FLAGS } from '../src/node-flags.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -175,12 +175,13 @@ async function startServer(seed?: (dbPath: string) => Promise<void>): Promise<Se
   if (process.env.BENCH_NODE_FLAGS) prof.push(...process.env.BENCH_NODE_FLAGS.split(' ').filter(Boolean));
   const child = spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'src/cli.ts'), 'serve', '--config', cfgFile, ...(NO_WORKERS || SPLIT ? ['--no-workers'] : [])], {
     stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, ...NODE_ENV_VARS },
   });
   let worker: ChildProcess | undefined;
   if (SPLIT) {
     const workerCfg = join(dir, 'worker.json');
     writeFileSync(workerCfg, JSON.stringify({ ...config, server: { ...config.server, port: port + 1 } }));
-    worker = spawn(process.execPath, [...NODE_FLAGS, join(ROOT, 'src/cli.ts'), 'worker', '--config', workerCfg], { stdio: ['ignore', 'ignore', 'inherit'] });
+    worker = spawn(process.execPath, [...NODE_FLAGS, join(ROOT, 'src/cli.ts'), 'worker', '--config', workerCfg], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...NODE_ENV_VARS } });
   }
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {

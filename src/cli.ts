@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-old-space-size=512 --max-semi-space-size=16
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-old-space-size=512 --max-semi-space-size=16
 import { randomBytes } from 'node:crypto';
 import { verifyAudit } from './audit/audit.ts';
 import { ConfigError, loadConfig, resolveConfigPath } from './config/load.ts';

@@ -15,3 +15,12 @@
  * lockstep with these flags so that they measure what ships.
  */
 export const NODE_FLAGS: readonly string[] = ['--max-old-space-size=512', '--max-semi-space-size=16'];
+
+/**
+ * Environment lockstep runs with, beside the flags (same places, same test).
+ *
+ * MALLOC_ARENA_MAX=2: glibc gives each thread that allocates (V8's GC and compiler helpers,
+ * libuv's pool) its own malloc arena and rarely returns their free pages; two arenas measured
+ * 15-20 MB less RSS under SCIM load at the same throughput (bench/scim-results.md).
+ */
+export const NODE_ENV_VARS: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };

@@ -1,23 +1,26 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { NODE_FLAGS } from '../../src/node-flags.ts';
+import { NODE_ENV_VARS, NODE_FLAGS } from '../../src/node-flags.ts';
 
 const root = new URL('../../', import.meta.url);
 const read = (p: string) => readFileSync(new URL(p, root), 'utf8');
 const flags = NODE_FLAGS.join(' ');
+const env = Object.entries(NODE_ENV_VARS).map(([k, v]) => `${k}=${v}`).join(' ');
 
-describe('the V8 heap settings lockstep ships with are the same everywhere it starts', () => {
+describe('the V8 heap settings and memory environment lockstep ships with are the same everywhere it starts', () => {
   it('package.json scripts that run the daemon or the CLI', () => {
     const scripts = JSON.parse(read('package.json')).scripts as Record<string, string>;
-    for (const name of ['start', 'serve', 'lockstep']) expect(scripts[name], name).toMatch(new RegExp(`^node ${flags} src/cli\\.ts\\b`));
+    for (const name of ['start', 'serve', 'lockstep']) expect(scripts[name], name).toMatch(new RegExp(`^${env} node ${flags} src/cli\\.ts\\b`));
   });
 
   it('the lockstep bin (shebang)', () => {
-    expect(read('src/cli.ts').split('\n')[0]).toBe(`#!/usr/bin/env -S node ${flags}`);
+    expect(read('src/cli.ts').split('\n')[0]).toBe(`#!/usr/bin/env -S ${env} node ${flags}`);
   });
 
   it('the container image (NODE_OPTIONS, so that an operator can override it)', () => {
-    expect(read('Dockerfile')).toContain(`ENV NODE_OPTIONS="${flags}"`);
+    const dockerfile = read('Dockerfile');
+    expect(dockerfile).toContain(`ENV NODE_OPTIONS="${flags}"`);
+    for (const [k, v] of Object.entries(NODE_ENV_VARS)) expect(dockerfile).toContain(`ENV ${k}=${v}`);
   });
 
   it('are flags Node accepts in NODE_OPTIONS', () => {
