@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Dialect } from '../store/db.ts';
 import { GENESIS_HASH } from '../store/migrations.ts';
+import { exec } from '../store/sql.ts';
 import type { AuditTable, Database } from '../store/schema.ts';
 
 /**
@@ -39,6 +40,18 @@ export interface AuditRow {
   hash: string;
 }
 
+// Every change appends here: fixed SQL (src/store/sql.ts).
+const HEAD = 'select seq, hash from audit_head where id = 1';
+const HEAD_FOR_UPDATE = `${HEAD} for update`;
+const SET_HEAD = 'update audit_head set seq = ?, hash = ? where id = 1';
+const AUDIT_CHUNK = 200;
+const insertAuditText: string[] = [];
+function insertAudit(rows: number): string {
+  return (insertAuditText[rows] ??=
+    'insert into audit (seq, at, actor, action, subject, person_id, detail, correlation_id, prev_hash, hash) values ' +
+    Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', '));
+}
+
 export function rowHash(r: Omit<AuditTable, 'hash'>): string {
   // A JSON array is an unambiguous encoding of the ordered fields (no delimiter games).
   const canonical = JSON.stringify([r.seq, r.at, r.actor, r.action, r.subject, r.person_id, r.detail, r.correlation_id, r.prev_hash]);
@@ -52,9 +65,8 @@ export async function appendAudit(
   now: number = Date.now(),
 ): Promise<void> {
   if (entries.length === 0) return;
-  let headQuery = trx.selectFrom('audit_head').select(['seq', 'hash']).where('id', '=', 1);
-  if (dialect === 'postgres') headQuery = headQuery.forUpdate();
-  const head = await headQuery.executeTakeFirstOrThrow();
+  const [head] = await exec<{ seq: number | string; hash: string }>(trx, dialect === 'postgres' ? HEAD_FOR_UPDATE : HEAD, []);
+  if (!head) throw new Error('audit head is missing');
   let seq = Number(head.seq);
   let prev = head.hash;
   const rows: AuditTable[] = [];
@@ -76,8 +88,13 @@ export async function appendAudit(
     prev = hash;
   }
   // Chunked so a large batch stays under SQLite's bound-parameter limit.
-  for (let i = 0; i < rows.length; i += 200) await trx.insertInto('audit').values(rows.slice(i, i + 200)).execute();
-  await trx.updateTable('audit_head').set({ seq, hash: prev }).where('id', '=', 1).execute();
+  for (let i = 0; i < rows.length; i += AUDIT_CHUNK) {
+    const part = rows.length - i < AUDIT_CHUNK ? rows.slice(i) : rows.slice(i, i + AUDIT_CHUNK);
+    const params: unknown[] = [];
+    for (const r of part) params.push(r.seq, r.at, r.actor, r.action, r.subject, r.person_id, r.detail, r.correlation_id, r.prev_hash, r.hash);
+    await exec(trx, insertAudit(part.length), params);
+  }
+  await exec(trx, SET_HEAD, [seq, prev]);
 }
 
 /** Appends entries in a transaction of their own, for events that change nothing else. */

@@ -4,6 +4,7 @@ import { sql, type Transaction } from 'kysely';
 import type { AuditEntry } from '../audit/audit.ts';
 import { append } from '../store/group-commit.ts';
 import { exec } from '../store/sql.ts';
+import { newId } from '../store/ids.ts';
 import { applyToState, endDateOf } from '../domain/planner.ts';
 import type { OperationKind, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
@@ -197,7 +198,7 @@ export class Applier {
           trx,
           insertKeyChanges(pending.length),
           pending.flatMap((k) => [
-            randomUUID(),
+            newId(),
             op.id,
             lockSystemId,
             personId,

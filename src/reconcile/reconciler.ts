@@ -8,6 +8,7 @@ import { applyLockdowns, type LockdownView } from '../domain/lockdown.ts';
 import { PRIORITY_LOCKDOWN } from '../lockdown/service.ts';
 import { actualFromRow } from '../store/lock-state.ts';
 import { exec } from '../store/sql.ts';
+import { newId } from '../store/ids.ts';
 import type { ActualState, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
@@ -150,7 +151,7 @@ export class Reconciler {
           await exec(
             trx,
             insertOperations(operations.length),
-            operations.flatMap((o) => [randomUUID(), personId, o.lockSystemId, o.kind, JSON.stringify(o.access), o.priority, correlationId, now]),
+            operations.flatMap((o) => [newId(), personId, o.lockSystemId, o.kind, JSON.stringify(o.access), o.priority, correlationId, now]),
           );
         log.push({
             actor: 'system:reconciler',

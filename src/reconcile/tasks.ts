@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { newId } from '../store/ids.ts';
 import type { Transaction } from 'kysely';
 import type { AuditEntry } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
@@ -51,7 +51,7 @@ export async function raiseTask(trx: Transaction<Database>, t: RaiseTask): Promi
     .where('done_at', 'is', null)
     .executeTakeFirst();
   if (open) return undefined;
-  const id = randomUUID();
+  const id = newId();
   const deadline = t.now + t.deadlineMs;
   await trx
     .insertInto('tasks')
