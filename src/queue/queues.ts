@@ -32,9 +32,26 @@ export function redisConnection(cfg: Config['redis']): Redis {
   return new Redis(cfg.url, { maxRetriesPerRequest: null, enableReadyCheck: true, lazyConnect: false });
 }
 
+type ApplyItem = { lockSystemId: string; personId: string; priority: number };
+
+/**
+ * One job: a plain add (one script call); several: a bulk add (one MULTI). BullMQ's addBulk
+ * wraps even a single job in a transaction, which costs more than the add itself.
+ */
+async function addJobs<T>(queue: Queue<T>, name: string, jobs: Array<{ data: T; jobId: string; priority: number }>): Promise<void> {
+  if (jobs.length === 1) {
+    const j = jobs[0]!;
+    await (queue as Queue).add(name, j.data, { jobId: j.jobId, priority: j.priority });
+    return;
+  }
+  await (queue as Queue).addBulk(jobs.map((j) => ({ name, data: j.data, opts: { jobId: j.jobId, priority: j.priority } })));
+}
+
 export class Queues {
   readonly reconcile: Queue<ReconcileJob>;
   readonly apply: Map<string, Queue<ApplyJob>>;
+  private applyPending: ApplyItem[] = [];
+  private applyFlush: Promise<void> | undefined;
   private readonly attempts: Map<string, number>;
 
   constructor(connection: ConnectionOptions, cfg: Config) {
@@ -61,13 +78,36 @@ export class Queues {
 
   async enqueueReconcile(marks: DirtyMark[]): Promise<void> {
     if (marks.length === 0) return;
-    await this.reconcile.addBulk(
-      marks.map((m) => ({ name: 'reconcile', data: { personId: m.personId }, opts: { jobId: reconcileJobId(m.personId), priority: m.priority } })),
+    await addJobs(
+      this.reconcile,
+      'reconcile',
+      marks.map((m) => ({ data: { personId: m.personId }, jobId: reconcileJobId(m.personId), priority: m.priority })),
     );
   }
 
-  async enqueueApply(items: Array<{ lockSystemId: string; personId: string; priority: number }>): Promise<void> {
-    const byQueue = new Map<string, typeof items>();
+  /**
+   * Queues apply jobs. Calls made in the same turn (the reconciles of one group-committed batch
+   * each hand over their person) are sent to Redis together, one bulk add per lock system; every
+   * caller's promise settles with that add.
+   */
+  enqueueApply(items: ApplyItem[]): Promise<void> {
+    if (items.length === 0) return Promise.resolve();
+    for (const it of items) this.applyPending.push(it);
+    if (!this.applyFlush) {
+      this.applyFlush = new Promise<void>((resolve, reject) => {
+        queueMicrotask(() => {
+          const all = this.applyPending;
+          this.applyPending = [];
+          this.applyFlush = undefined;
+          this.addApply(all).then(resolve, reject);
+        });
+      });
+    }
+    return this.applyFlush;
+  }
+
+  private async addApply(items: ApplyItem[]): Promise<void> {
+    const byQueue = new Map<string, ApplyItem[]>();
     for (const it of items) {
       const list = byQueue.get(it.lockSystemId) ?? [];
       list.push(it);
@@ -77,8 +117,10 @@ export class Queues {
       [...byQueue].map(([ls, list]) => {
         const q = this.apply.get(ls);
         if (!q) return Promise.resolve();
-        return q.addBulk(
-          list.map((it) => ({ name: 'apply', data: { personId: it.personId, lockSystemId: ls }, opts: { jobId: applyJobId(it.personId), priority: it.priority } })),
+        return addJobs(
+          q,
+          'apply',
+          list.map((it) => ({ data: { personId: it.personId, lockSystemId: ls }, jobId: applyJobId(it.personId), priority: it.priority })),
         );
       }),
     );
