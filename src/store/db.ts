@@ -50,12 +50,16 @@ export function openStore(cfg: StoreOptions): Store {
 /** A Store over an existing Kysely instance (tests wrap one with plugins that watch queries). */
 export function storeOn(db: Kysely<Database>, dialect: Dialect): Store {
   const commits = dialect === 'sqlite' ? new GroupCommit(db) : undefined;
+  // PostgreSQL: each change is its own transaction; close waits for those under way.
+  const inflight = new Set<Promise<unknown>>();
+  let closed = false;
   return {
     db,
     dialect,
     write<T>(fn: Change<T>, after?: AfterCommit<T>): Promise<T> {
       if (commits) return commits.run(fn, after);
-      return (async () => {
+      if (closed) return Promise.reject(new Error('the store is closed'));
+      const p = (async () => {
         const value = await db.transaction().execute(async (trx) => {
           const log: AuditEntry[] = [];
           const v = await fn(trx, log);
@@ -69,6 +73,12 @@ export function storeOn(db: Kysely<Database>, dialect: Dialect): Store {
         }
         return value;
       })();
+      inflight.add(p);
+      void p.then(
+        () => inflight.delete(p),
+        () => inflight.delete(p),
+      );
+      return p;
     },
     async migrate() {
       // Fast path: everything applied already. Kysely's migrator introspects every table of
@@ -95,6 +105,10 @@ export function storeOn(db: Kysely<Database>, dialect: Dialect): Store {
       await sql`select 1`.execute(db);
     },
     async close() {
+      // Changes already handed to the writer commit first; later ones are refused.
+      closed = true;
+      await commits?.close();
+      await Promise.allSettled([...inflight]);
       await db.destroy();
     },
   };

@@ -53,16 +53,26 @@ export class GroupCommit {
   private queue: Pending[] = [];
   private scheduled = false;
   private running = false;
+  private closed = false;
+  private idleWaiters: Array<() => void> = [];
 
   constructor(db: Kysely<Database>) {
     this.db = db;
   }
 
   run<T>(fn: Change<T>, after?: AfterCommit<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new Error('the store is closed'));
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ fn: fn as Change<unknown>, after: after as AfterCommit<unknown> | undefined, resolve: resolve as (v: unknown) => void, reject });
       this.schedule();
     });
+  }
+
+  /** Takes no more changes and resolves once those already taken have committed (or failed). */
+  close(): Promise<void> {
+    this.closed = true;
+    if (!this.running && !this.scheduled && this.queue.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
   private schedule(): void {
@@ -129,6 +139,7 @@ export class GroupCommit {
     } finally {
       this.running = false;
       if (this.queue.length > 0) this.schedule();
+      else for (const w of this.idleWaiters.splice(0)) w();
     }
   }
 }

@@ -1,0 +1,115 @@
+import { Kysely, SqliteDialect, type SqliteDatabase } from 'kysely';
+import { afterEach, describe, expect, it } from 'vitest';
+import { queryAudit, verifyAudit } from '../../src/audit/audit.ts';
+import { openStore, storeOn, type Store } from '../../src/store/db.ts';
+import type { Database } from '../../src/store/schema.ts';
+import { openSqlite } from '../../src/store/sqlite-driver.ts';
+import { exec } from '../../src/store/sql.ts';
+import { BACKENDS, freshStore, type TestStore } from '../helpers/stores.ts';
+
+const put = (store: Store, key: string, value: string) =>
+  store.write(async (trx, log) => {
+    await exec(trx, 'insert into meta (key, value) values (?, ?)', [key, value]);
+    log.push({ actor: 'test', action: 'test.put', subject: `meta:${key}`, correlationId: key, detail: { value } });
+    return key;
+  });
+
+const keys = async (store: Store) => (await exec<{ key: string }>(store.db, "select key from meta where key like 'k%' order by key", [])).map((r) => r.key);
+
+describe.each(BACKENDS)('the store writer on %s', (backend) => {
+  let t: TestStore;
+  afterEach(async () => t?.cleanup());
+
+  it('commits every change with its audit entries and resolves each with its own value', async () => {
+    t = await freshStore(backend);
+    const values = await Promise.all(['k1', 'k2', 'k3'].map((k) => put(t.store, k, `v-${k}`)));
+    expect(values).toEqual(['k1', 'k2', 'k3']);
+    expect(await keys(t.store)).toEqual(['k1', 'k2', 'k3']);
+    const audit = await queryAudit(t.store.db, { action: 'test.put', limit: 10 });
+    expect(audit.map((a) => a.subject).sort()).toEqual(['meta:k1', 'meta:k2', 'meta:k3']);
+    expect((await verifyAudit(t.store.db)).ok).toBe(true);
+  });
+
+  it('rolls a failing change back alone: its rows and audit entries are gone, the others commit', async () => {
+    t = await freshStore(backend);
+    const boom = new Error('refused by the change itself');
+    const results = await Promise.allSettled([
+      put(t.store, 'k1', 'a'),
+      t.store.write(async (trx, log) => {
+        await exec(trx, 'insert into meta (key, value) values (?, ?)', ['k2', 'written, then undone']);
+        log.push({ actor: 'test', action: 'test.put', subject: 'meta:k2', correlationId: 'k2' });
+        throw boom;
+      }),
+      // A statement that fails in the database, not in JavaScript: duplicate key.
+      put(t.store, 'k1', 'again'),
+      put(t.store, 'k3', 'c'),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'rejected', 'fulfilled']);
+    expect((results[1] as PromiseRejectedResult).reason).toBe(boom);
+    expect(await keys(t.store)).toEqual(['k1', 'k3']);
+    const audit = await queryAudit(t.store.db, { action: 'test.put', limit: 10 });
+    expect(audit.map((a) => a.subject)).toEqual(['meta:k1', 'meta:k3']);
+    expect((await verifyAudit(t.store.db)).ok).toBe(true);
+  });
+
+  it('runs the after-commit step once the change is visible, and its failure does not undo the change', async () => {
+    t = await freshStore(backend);
+    let seenInside: string[] | undefined;
+    const value = await t.store.write(
+      async (trx) => {
+        await exec(trx, 'insert into meta (key, value) values (?, ?)', ['k9', 'x']);
+        return 'k9';
+      },
+      () => {
+        // Synchronous by contract: note what is committed by reading it right after.
+        void keys(t.store).then((k) => (seenInside = k));
+        throw new Error('telling the queue failed');
+      },
+    );
+    expect(value).toBe('k9');
+    await expect.poll(() => seenInside).toEqual(['k9']);
+  });
+
+  it('on close, commits what it already took and refuses what comes after', async () => {
+    t = await freshStore(backend);
+    const second = openStore(t.storeConfig);
+    const pending = put(second, 'k1', 'a');
+    const closing = second.close();
+    await expect(put(second, 'k2', 'b')).rejects.toThrow(/closed/);
+    await expect(pending).resolves.toBe('k1');
+    await closing;
+    expect(await keys(t.store)).toEqual(['k1']);
+  });
+});
+
+describe('group commit on SQLite', () => {
+  let t: TestStore;
+  afterEach(async () => t?.cleanup());
+
+  it('changes that arrive together share one transaction', async () => {
+    t = await freshStore('sqlite');
+    // A second connection to the same file whose driver counts the transactions it opens.
+    const { kysely: raw } = openSqlite(t.storeConfig.sqlite.path);
+    let begins = 0;
+    const counting: SqliteDatabase = {
+      ...raw,
+      close: () => raw.close(),
+      prepare: (text: string) => {
+        if (text === 'begin') begins++;
+        return raw.prepare(text);
+      },
+    };
+    const watched = storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: counting }) }), 'sqlite');
+    try {
+      const done = await Promise.all(Array.from({ length: 20 }, (_, i) => put(watched, `k${String(i).padStart(2, '0')}`, 'v')));
+      expect(done).toHaveLength(20);
+      expect(begins).toBe(1);
+      await put(watched, 'k99', 'alone');
+      expect(begins).toBe(2);
+      expect(await keys(t.store)).toHaveLength(21);
+      expect((await verifyAudit(t.store.db)).ok).toBe(true);
+    } finally {
+      await watched.close();
+    }
+  });
+});
