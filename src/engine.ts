@@ -190,7 +190,6 @@ export class Engine {
    * back (their locks lapse and another worker, or this one after restart, runs them again).
    */
   async stop(graceMs: number): Promise<void> {
-    if (process.env.LS_TRACE) { const t = (globalThis as any).__t; console.error('TRACE', JSON.stringify(Object.fromEntries(Object.entries(t).map(([k, v]) => [k, k === 'jobs' ? v : Math.round((v as number) / t.jobs * 10) / 10])))); }
     clearInterval(this.expiryTimer);
     this.pacer.stop();
     await this.sweeper.stop();

@@ -123,30 +123,21 @@ export class Applier {
     if (!system) throw new Error(`lock system ${lockSystemId} is not configured`);
     const outcome: ApplyOutcome = { accepted: 0, dead: 0 };
     const jobId = job.id ?? '';
-    const G = globalThis as any; G.__t ??= { jobs: 0, claim: 0, profile: 0, http: 0, accept: 0, total: 0 }; const T = G.__t; const t0 = performance.now();
-    try {
     let person: PersonRef | undefined;
     // Each acceptance claims the next operation in the same change: one commit per operation.
     let next = await this.claim(lockSystemId, personId, jobId);
-    T.claim += performance.now() - t0;
     for (;;) {
       const op = next;
       if (!op) return outcome;
       next = undefined;
-      const tp = performance.now();
       person ??= await this.personRef(personId);
-      T.profile += performance.now() - tp;
       const kind = op.kind as OperationKind;
       const access = JSON.parse(op.access) as string[];
       const started = performance.now();
       try {
-        const th = performance.now();
         const result = await system.apply({ operationId: op.id, kind, access, person });
-        T.http += performance.now() - th;
-        const ta = performance.now();
         this.metrics?.operationSeconds.observe({ lock_system: lockSystemId, kind }, (performance.now() - started) / 1000);
         next = await this.accept(lockSystemId, personId, op, result, endDateOf(person.terminationDate), jobId);
-        T.accept += performance.now() - ta;
         outcome.accepted += 1;
         this.metrics?.operations.inc({ lock_system: lockSystemId, kind, outcome: 'accepted' });
         this.metrics?.endToEndSeconds.observe({ lock_system: lockSystemId, kind }, (Date.now() - Number(op.requested_at)) / 1000);
@@ -183,7 +174,6 @@ export class Applier {
         throw new RetryableApplyError(`${e.kind}: ${e.message}`, e.retryAfterMs);
       }
     }
-    } finally { T.jobs++; T.total += performance.now() - t0; }
   }
 
   /** Takes the first unfinished operation of this pair, marks it running and audits the attempt. */
