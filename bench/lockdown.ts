@@ -17,7 +17,9 @@
  *    bound ÷ measured; 100% would be a lock system saturated at the configured concurrency);
  *  - the same for the lift; lockstep's CPU time per operation and peak RSS;
  *  - the mean number of requests in flight at each simulator (the bound assumes `concurrency`
- *    all the time, so this says how full lockstep keeps the pipes).
+ *    all the time, so this says how full lockstep keeps the pipes);
+ *  - each lock system's own share: its bound ÷ the time until its last operation was accepted
+ *    (polled every 100 ms), the figure issue 4 asks for per lock system.
  * Figures are appended to bench/RESULTS.md. A benchmark, not a test.
  */
 import { spawn } from 'node:child_process';
@@ -142,7 +144,8 @@ async function main() {
       return sum + (Number(f[13]) + Number(f[14])) / 100;
     }, 0);
 
-  const phase = async (name: string, action: () => Promise<any>, doneWhen: (f: any) => boolean) => {
+  const phase = async (name: string, action: () => Promise<any>, systemDone: (f: any, ls: 'iloq' | 'cliq') => boolean) => {
+    const doneWhen = (f: any) => systemDone(f, 'iloq') && systemDone(f, 'cliq');
     const before = { iloq: iloq.requestTotal, cliq: cliq.requestTotal, iloqReceived: iloq.requestsReceived, cliqReceived: cliq.requestsReceived, cpu: cpu() };
     let first: number | undefined;
     const watchFirst = setInterval(() => {
@@ -171,8 +174,11 @@ async function main() {
     const id = (await action()).id as string;
     const answered = performance.now() - started;
     let f: any;
+    // When each lock system had every revocation (or restoration) accepted: its own share.
+    const doneAt: Partial<Record<'iloq' | 'cliq', number>> = {};
     for (;;) {
       f = await api('GET', `/lockdowns/${id}`);
+      for (const ls of ['iloq', 'cliq'] as const) if (doneAt[ls] === undefined && systemDone(f, ls)) doneAt[ls] = performance.now() - started;
       if (doneWhen(f)) break;
       await sleep(100);
     }
@@ -196,6 +202,10 @@ async function main() {
       callsPerOp: { iloq: calls.iloq / opsEach, cliq: calls.cliq / opsEach },
       cpuMsPerOp: (cpuSeconds * 1000) / KEYS,
       meanInFlight: { iloq: flight.iloq / Math.max(1, flight.n), cliq: flight.cliq / Math.max(1, flight.n) },
+      shareBySystem: {
+        iloq: (calls.iloq * LATENCY) / CONCURRENCY / (doneAt.iloq ?? elapsed),
+        cliq: (calls.cliq * LATENCY) / CONCURRENCY / (doneAt.cliq ?? elapsed),
+      },
       figures: f.perLockSystem,
     };
     console.log(JSON.stringify(r));
@@ -205,12 +215,15 @@ async function main() {
   const start = await phase(
     'revoke-all',
     () => api('POST', '/lockdowns', { scope: { all: true }, reason: 'Benchmark: revoke all keys' }),
-    (f) => Object.values(f.perLockSystem as Record<string, { accepted: number; failed: number; targeted: number }>).every((c) => c.accepted + c.failed >= c.targeted),
+    (f, ls) => {
+      const c = (f.perLockSystem as Record<string, { accepted: number; failed: number; targeted: number }>)[ls];
+      return c !== undefined && c.accepted + c.failed >= c.targeted;
+    },
   );
   const lift = await phase(
     'lift',
     () => api('POST', `/lockdowns/${start.id}/lift`, {}).then(() => ({ id: start.id })),
-    (f) => f.lift && ['iloq', 'cliq'].every((ls) => (f.lift.perLockSystem[ls]?.accepted ?? 0) + (f.lift.perLockSystem[ls]?.failed ?? 0) >= half),
+    (f, ls) => Boolean(f.lift) && (f.lift.perLockSystem[ls]?.accepted ?? 0) + (f.lift.perLockSystem[ls]?.failed ?? 0) >= half,
   );
   const hwm = all.reduce((sum, c) => sum + Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${c.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024, 0);
   await Promise.all(
@@ -231,14 +244,14 @@ async function main() {
 
   const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
   const row = (p: typeof start) =>
-    `| ${p.name} | ${p.firstRequestMs.toFixed(0)} ms | ${(p.elapsedMs / 1000).toFixed(1)} s | ${(p.boundMs / 1000).toFixed(1)} s | ${pct(p.share)} | ${p.callsPerOp.iloq.toFixed(1)} / ${p.callsPerOp.cliq.toFixed(1)} | ${p.cpuMsPerOp.toFixed(2)} ms | ${p.meanInFlight.iloq.toFixed(0)} / ${p.meanInFlight.cliq.toFixed(0)} |`;
+    `| ${p.name} | ${p.firstRequestMs.toFixed(0)} ms | ${(p.elapsedMs / 1000).toFixed(1)} s | ${(p.boundMs / 1000).toFixed(1)} s | ${pct(p.share)} | ${p.callsPerOp.iloq.toFixed(1)} / ${p.callsPerOp.cliq.toFixed(1)} | ${p.cpuMsPerOp.toFixed(2)} ms | ${p.meanInFlight.iloq.toFixed(0)} / ${p.meanInFlight.cliq.toFixed(0)} | ${pct(p.shareBySystem.iloq)} / ${pct(p.shareBySystem.cliq)} |`;
   const text = [
     `### ${new Date().toISOString()} — lockdown (node bench/lockdown.ts)`,
     '',
     `Machine: ${cpus()[0]?.model ?? '?'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; SQLite store; ${KEYS} keys (${half} iLOQ + ${half} CLIQ), ${LATENCY} ms per simulator call, apply concurrency ${CONCURRENCY} per lock system${WORKERS ? ` (${PER_PROCESS} per process)` : ''}; ${WORKERS ? `\`serve --no-workers\` + ${WORKERS} \`worker\` processes` : 'one `serve` process'}; simulators in the benchmark process. Peak RSS of lockstep ${hwm.toFixed(0)} MB${WORKERS ? ' (sum)' : ''}.`,
     '',
-    '| phase | first request | all accepted | bound (calls × latency ÷ concurrency) | share of bound (target ≥ 80%) | calls per op iLOQ / CLIQ | lockstep CPU per op | requests in flight iLOQ / CLIQ (mean) |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| phase | first request | all accepted | bound (calls × latency ÷ concurrency) | share of bound (target ≥ 80%) | calls per op iLOQ / CLIQ | lockstep CPU per op | requests in flight iLOQ / CLIQ (mean) | share per lock system iLOQ / CLIQ (its bound ÷ when it was done) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
     row(start),
     row(lift),
     '',
