@@ -126,6 +126,11 @@ async function main() {
     return launch(['worker', '--config', f]);
   });
   const all = [child, ...workers];
+  // However this process ends (an error, Ctrl-C, its output piped into `head`), lockstep goes too:
+  // a daemon left running would skew every later measurement on the machine.
+  process.on('exit', () => all.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => process.exit(130));
+  process.stdout.on('error', () => process.exit(0));
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     if (await fetch(`${base}/healthz`).then((r) => r.ok, () => false)) break;

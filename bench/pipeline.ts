@@ -74,6 +74,11 @@ async function main() {
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
   const launch = (args: string[]) => spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'src/cli.ts'), ...args], { stdio: ['ignore', process.env.BENCH_LOG_LEVEL ? 'inherit' : 'ignore', 'inherit'], env: { ...process.env, ...NODE_ENV_VARS } });
   const children = [launch(['serve', '--config', cfgFile, ...(SPLIT ? ['--no-workers'] : [])])];
+  // However this process ends (an error, Ctrl-C, its output piped into `head`), lockstep goes too:
+  // a daemon left running would skew every later measurement on the machine.
+  process.on('exit', () => children.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => process.exit(130));
+  process.stdout.on('error', () => process.exit(0));
   const base = `http://127.0.0.1:${port}`;
   const agent = new Agent({ connections: CONCURRENCY * 2, pipelining: 1 });
   const healthy = async (url: string) => {
