@@ -5,6 +5,7 @@ import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';
 import type { LockSystem } from './ports/lock-system.ts';
 import { applyQueueName, Queues, RECONCILE_QUEUE, redisConnection, type ApplyJob, type ReconcileJob } from './queue/queues.ts';
+import { PlanAhead } from './queue/backpressure.ts';
 import { Pacer } from './queue/pacing.ts';
 import { retryDelayMs } from './queue/retry.ts';
 import { Applier, RetryableApplyError } from './reconcile/applier.ts';
@@ -40,6 +41,7 @@ export class Engine {
   readonly redis: Redis;
   private readonly workers: Worker[] = [];
   private readonly workerConnections: Redis[] = [];
+  private readonly planAhead: PlanAhead;
   private readonly cfg: Config;
   private readonly store: Store;
   private readonly log: Logger;
@@ -51,6 +53,9 @@ export class Engine {
     this.redis = redisConnection(deps.config.redis);
     this.redis.on('error', (err) => deps.log.warn({ err: err.message }, 'redis connection error'));
     this.queues = new Queues(this.redis, deps.config);
+    // Room: fewer ready apply jobs than it takes to refill the lock system's apply slots twice.
+    const limits = new Map(deps.config.lockSystems.map((ls) => [ls.id, Math.max(16, 2 * ls.apply.concurrency)]));
+    this.planAhead = new PlanAhead(() => this.queues.applyBacklog(), { limits, intervalMs: 50, maxHoldMs: 500 });
     this.pacer = new Pacer(deps.config.pacing, (share) => deps.metrics?.backgroundShare.set(share));
     deps.metrics?.backgroundShare.set(1);
     this.lockdowns = new LockdownService({ store: deps.store, config: deps.config, log: deps.log, queues: this.queues });
@@ -87,7 +92,11 @@ export class Engine {
   startWorkers(): void {
     const prefix = this.cfg.redis.prefix;
     const lockDuration = this.cfg.reconcile.jobLockMs;
-    const reconcileWorker = new Worker<ReconcileJob>(RECONCILE_QUEUE, (job: Job<ReconcileJob>) => this.reconciler.reconcile(job.data.personId), {
+    const plan = async (job: Job<ReconcileJob>) => {
+      await this.planAhead.room();
+      return this.reconciler.reconcile(job.data.personId);
+    };
+    const reconcileWorker = new Worker<ReconcileJob>(RECONCILE_QUEUE, plan, {
       connection: this.workerConnection(),
       prefix,
       concurrency: this.cfg.reconcile.concurrency,
@@ -142,6 +151,7 @@ export class Engine {
     for (const w of this.workers) void w.run().catch((err) => this.log.error({ err: err.message }, 'worker stopped'));
     for (const w of this.workers) this.pacer.register(w);
     if (this.cfg.pacing.enabled) this.pacer.start();
+    this.planAhead.start();
     this.sweeper.start();
     this.effectiveness.start();
     this.overdue.start();
@@ -192,6 +202,7 @@ export class Engine {
   async stop(graceMs: number): Promise<void> {
     clearInterval(this.expiryTimer);
     this.pacer.stop();
+    this.planAhead.stop();
     await this.sweeper.stop();
     await this.effectiveness.stop();
     await this.overdue.stop();

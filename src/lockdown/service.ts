@@ -9,6 +9,7 @@ import type { Store } from '../store/db.ts';
 import { markEveryoneDirty, PRIORITY_NORMAL } from '../store/identities.ts';
 import type { Database, LockdownsTable } from '../store/schema.ts';
 import { inChunks } from '../queue/chunks.ts';
+import { roundRobin } from './order.ts';
 import { exec } from '../store/sql.ts';
 
 /** Persons queued before a lockdown's start or lift is answered; the rest follow in chunks. */
@@ -113,6 +114,7 @@ export class LockdownService {
       const breakGlass = await exemptByConfig(trx, this.cfg.lockdown.exemptions);
       const targets: Record<string, number> = {};
       const persons = new Set<string>();
+      const order: Array<{ personId: string; lockSystemId: string }> = [];
       const counted = new Set<string>();
       // Access lists are parsed only for scopes that name access (a revoke-all of 10,000 keys
       // would otherwise spend a noticeable part of its first 100 ms in JSON.parse).
@@ -120,6 +122,7 @@ export class LockdownService {
         const whole = scope.all || scope.lockSystems?.includes(ls);
         if (!whole && !(JSON.parse(accessJson) as string[]).some((a) => inScope(scope, ls, a))) return;
         persons.add(person);
+        order.push({ personId: person, lockSystemId: ls });
         // Progress counts what must be revoked: break-glass holders keep their access.
         if (!target || breakGlass.has(person) || counted.has(`${ls}/${person}`)) return;
         counted.add(`${ls}/${person}`);
@@ -170,7 +173,7 @@ export class LockdownService {
           detail: { scope, reason: input.reason, expiresAt: input.expiresAt ? new Date(input.expiresAt).toISOString() : null, targets, persons: persons.size, breakGlass: this.cfg.lockdown.exemptions },
         },
       ]);
-      return { lockdown: row, created: true, persons: [...persons] };
+      return { lockdown: row, created: true, persons: roundRobin(order) };
     });
     if (result.created) {
       // Straight to the queue: the sweeper is the fallback, not the path, in an emergency.
@@ -269,9 +272,14 @@ export class LockdownService {
   }
 
   private async afterFinish(l: LockdownsTable, event: string): Promise<void> {
-    const persons = await this.store.db.selectFrom('dirty').select('person_id').where('reason', 'like', `lockdown ${l.id}%`).execute();
+    const persons = await this.store.db
+      .selectFrom('dirty')
+      .leftJoin('lock_state', 'lock_state.person_id', 'dirty.person_id')
+      .select(['dirty.person_id', 'lock_state.lock_system_id'])
+      .where('dirty.reason', 'like', `lockdown ${l.id}%`)
+      .execute();
     await this.enqueueFirstThenRest(
-      persons.map((p) => p.person_id),
+      roundRobin(persons.map((p) => ({ personId: p.person_id, lockSystemId: p.lock_system_id ?? '' }))),
       PRIORITY_NORMAL,
     );
     this.log.warn({ lockdown: l.id, event }, 'lockdown ended; normal access is being restored');

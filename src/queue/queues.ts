@@ -85,6 +85,17 @@ export class Queues {
     );
   }
 
+  /** Apply jobs ready to run (waiting or prioritized; not delayed, not active), per lock system. */
+  async applyBacklog(): Promise<Map<string, number>> {
+    const entries = await Promise.all(
+      [...this.apply].map(async ([ls, q]) => {
+        const c = await q.getJobCounts('wait', 'prioritized');
+        return [ls, (c.wait ?? 0) + (c.prioritized ?? 0)] as const;
+      }),
+    );
+    return new Map(entries);
+  }
+
   /**
    * Queues apply jobs. Calls made in the same turn (the reconciles of one group-committed batch
    * each hand over their person) are sent to Redis together, one bulk add per lock system; every

@@ -1,0 +1,107 @@
+/**
+ * Plan no further ahead than the lock systems can take.
+ *
+ * Reconciling is cheap and fast (thousands of persons a second); applying waits on lock systems.
+ * When a burst marks thousands of persons at once (a lockdown, its lift, a policy change), the
+ * reconcile worker would plan all of them before the apply workers got a look in: they share one
+ * event loop, and an apply worker fetches its jobs one Redis round trip at a time, each queued
+ * behind the planning, so the lock systems would sit idle for the seconds the planning takes.
+ * Planning therefore waits while every lock system that has ready work already holds more of it
+ * than its apply workers can start (its limit), re-reading the backlogs every `intervalMs`: one
+ * lock system with room is enough to keep planning, so a fast system is never held to a slow
+ * one's pace. It never waits longer than `maxHoldMs` per person: a lock system that is down (its
+ * jobs pile up) slows planning, it does not stop it.
+ */
+export interface PlanAheadOptions {
+  /** Per lock system: apply jobs ready to run (waiting, not delayed or active) above which it has no room. */
+  limits: ReadonlyMap<string, number>;
+  intervalMs: number;
+  maxHoldMs: number;
+}
+
+/** Pure: whether planning should wait, given each lock system's ready backlog. */
+export function shouldHold(backlog: ReadonlyMap<string, number>, limits: ReadonlyMap<string, number>): boolean {
+  let busy = 0;
+  for (const [ls, n] of backlog) {
+    if (n === 0) continue;
+    if (n <= (limits.get(ls) ?? Infinity)) return false;
+    busy++;
+  }
+  return busy > 0;
+}
+
+export class PlanAhead {
+  private readonly opts: PlanAheadOptions;
+  private readonly read: () => Promise<ReadonlyMap<string, number>>;
+  private hold = false;
+  private timer: NodeJS.Timeout | undefined;
+  private waiters: Array<() => void> = [];
+  private reading = false;
+  /** Set by room(): only a daemon that is planning reads the backlogs (an idle one stays quiet). */
+  private planning = false;
+
+  constructor(read: () => Promise<ReadonlyMap<string, number>>, opts: PlanAheadOptions) {
+    this.read = read;
+    this.opts = opts;
+  }
+
+  /** Whether the last reading held planning back. */
+  get holding(): boolean {
+    return this.hold;
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      if (!this.planning && !this.hold) return;
+      this.planning = false;
+      void this.refresh();
+    }, this.opts.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.hold = false;
+    this.release();
+  }
+
+  /** Resolves at once while some lock system has room; otherwise once one has, or after maxHoldMs. */
+  room(): Promise<void> {
+    this.planning = true;
+    if (!this.timer || !this.hold) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      let done = false;
+      const go = () => {
+        if (done) return;
+        done = true;
+        clearTimeout(hold);
+        resolve();
+      };
+      const hold = setTimeout(go, this.opts.maxHoldMs);
+      this.waiters.push(go);
+    });
+  }
+
+  /** Reads the backlogs now (the timer calls this). */
+  async refresh(): Promise<void> {
+    if (this.reading) return;
+    this.reading = true;
+    try {
+      this.hold = shouldHold(await this.read(), this.opts.limits);
+    } catch {
+      // Cannot tell: do not hold planning back on a guess.
+      this.hold = false;
+    } finally {
+      this.reading = false;
+    }
+    if (!this.hold) this.release();
+  }
+
+  private release(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const go of w) go();
+  }
+}
