@@ -53,10 +53,10 @@ export const storeSchema = z
       .object({
         path: z.string().min(1).default('./data/lockstep.db'),
         /** SQLite's page cache, MiB. The OS caches the file too; more only helps stores far larger than the indexes. */
-        cacheMB: z.number().int().min(2).max(4096).default(16),
+        cacheMB: z.number().int().min(2).max(4096).default(8),
       })
       .strict()
-      .default({ path: './data/lockstep.db', cacheMB: 16 }),
+      .default({ path: './data/lockstep.db', cacheMB: 8 }),
     postgres: z
       .object({
         /** Falls back to the DATABASE_URL environment variable. */
@@ -126,7 +126,7 @@ export const retrySchema = z
 const applySchema = z
   .object({
     /** Parallel apply jobs (persons) against this lock system. */
-    concurrency: z.number().int().min(1).max(256).default(16),
+    concurrency: z.number().int().min(1).max(256).default(8),
     /** At most `max` apply jobs start per `durationMs` (BullMQ limiter, per lock system). */
     rateLimit: z
       .object({ max: z.number().int().min(1), durationMs: z.number().int().min(1) })

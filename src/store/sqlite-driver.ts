@@ -15,7 +15,7 @@ export function openSqlite(path: string, opts: { cacheMB?: number } = {}): { db:
   // Checkpoints run inside a committing transaction; fewer, larger ones keep commits cheap.
   db.exec('PRAGMA wal_autocheckpoint = 10000');
   // Negative: KiB. Filled pages stay resident, so this is RSS the daemon keeps under load.
-  db.exec(`PRAGMA cache_size = -${(opts.cacheMB ?? 16) * 1024}`);
+  db.exec(`PRAGMA cache_size = -${(opts.cacheMB ?? 8) * 1024}`);
   db.exec('PRAGMA temp_store = MEMORY');
   db.exec('PRAGMA foreign_keys = ON');
   const cache = new Map<string, SqliteStatement>();
