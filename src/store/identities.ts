@@ -747,10 +747,15 @@ export class IdentityRepo {
     queueMicrotask(() => {
       const all = this.pendingMarks;
       this.pendingMarks = [];
-      this.notify(dedupe(all));
+      try {
+        this.notify(dedupe(all));
+      } catch (err) {
+        // The marks are committed: the sweeper finds them if this tell is lost. A throw here
+        // would otherwise surface as an uncaught exception and stop the daemon.
+        void err;
+      }
     });
   }
-
 }
 
 // ---------- hot statements ----------

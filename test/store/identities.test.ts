@@ -50,6 +50,16 @@ describe.each(BACKENDS)('identity store on %s', (backend) => {
     expect((await verifyAudit(t.store.db)).ok).toBe(true);
   });
 
+  it('a queue that throws when told does not undo the change or stop the process: the mark stays for the sweeper', async () => {
+    const throwing = new IdentityRepo(t.store, () => {
+      throw new Error('queue unavailable');
+    });
+    const u = await throwing.createUser('s1', user('grace@example.com'), ctx);
+    // Give the deferred tell its turn; an exception there would fail the run as unhandled.
+    await new Promise((r) => setImmediate(r));
+    expect(await dirty()).toEqual([expect.objectContaining({ person_id: u.id })]);
+  });
+
   it('refuses a duplicate userName case-insensitively within a source, allows it in another', async () => {
     await repo.createUser('s1', user('ada@example.com'), ctx);
     await expect(repo.createUser('s1', user('ADA@example.com'), ctx)).rejects.toBeInstanceOf(ConflictError);
