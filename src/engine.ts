@@ -55,7 +55,8 @@ export class Engine {
     this.queues = new Queues(this.redis, deps.config);
     // Room: fewer ready apply jobs than it takes to refill the lock system's apply slots twice.
     const limits = new Map(deps.config.lockSystems.map((ls) => [ls.id, Math.max(16, 2 * ls.apply.concurrency)]));
-    this.planAhead = new PlanAhead(() => this.queues.applyBacklog(), { limits, intervalMs: 50, maxHoldMs: 500 });
+    this.planAhead = new PlanAhead(() => this.queues.applyBacklog(), { limits, intervalMs: 50, maxHoldMs: 500 }, (held) => deps.metrics?.planningHeld.set(held ? 1 : 0));
+    deps.metrics?.planningHeld.set(0);
     this.pacer = new Pacer(deps.config.pacing, (share) => deps.metrics?.backgroundShare.set(share));
     deps.metrics?.backgroundShare.set(1);
     this.lockdowns = new LockdownService({ store: deps.store, config: deps.config, log: deps.log, queues: this.queues });

@@ -46,6 +46,11 @@ export class Metrics {
     help: 'Share of configured worker concurrency in use: below 1 while the pacer slows background work so that requests stay fast.',
     registers: [this.registry],
   });
+  readonly planningHeld = new Gauge({
+    name: 'lockstep_planning_held',
+    help: '1 while reconciles wait because every lock system with ready apply work already holds more than it can start; 0 otherwise.',
+    registers: [this.registry],
+  });
   readonly sourceHooks = new Counter({
     name: 'lockstep_source_hooks_total',
     help: 'IdP webhook deliveries by outcome: accepted (stored), handshake, rejected (authentication or format), unavailable (could not be stored; 503, the IdP retries).',

@@ -40,9 +40,12 @@ export class PlanAhead {
   /** Set by room(): only a daemon that is planning reads the backlogs (an idle one stays quiet). */
   private planning = false;
 
-  constructor(read: () => Promise<ReadonlyMap<string, number>>, opts: PlanAheadOptions) {
+  private readonly onHold: ((held: boolean) => void) | undefined;
+
+  constructor(read: () => Promise<ReadonlyMap<string, number>>, opts: PlanAheadOptions, onHold?: (held: boolean) => void) {
     this.read = read;
     this.opts = opts;
+    this.onHold = onHold;
   }
 
   /** Whether the last reading held planning back. */
@@ -63,6 +66,7 @@ export class PlanAhead {
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+    if (this.hold) this.onHold?.(false);
     this.hold = false;
     this.release();
   }
@@ -88,6 +92,7 @@ export class PlanAhead {
   async refresh(): Promise<void> {
     if (this.reading) return;
     this.reading = true;
+    const was = this.hold;
     try {
       this.hold = shouldHold(await this.read(), this.opts.limits);
     } catch {
@@ -96,6 +101,7 @@ export class PlanAhead {
     } finally {
       this.reading = false;
     }
+    if (this.hold !== was) this.onHold?.(this.hold);
     if (!this.hold) this.release();
   }
 

@@ -34,6 +34,8 @@ describe('health, metrics and the admin API surface', () => {
     const text = await res.text();
     for (const name of ['lockstep_queue_jobs', 'lockstep_dead_letters_open', 'lockstep_operations_pending', 'lockstep_operations_total', 'lockstep_operation_duration_seconds'])
       expect(text).toContain(name);
+    // Nothing is being planned here, so nothing is held back.
+    expect(text).toMatch(/^lockstep_planning_held 0$/m);
   });
 
   it('unknown or missing admin tokens get 401 problems; wrong roles 403 and an audit row', async () => {

@@ -24,7 +24,8 @@ describe('PlanAhead', () => {
   it('lets planning through, holds it while the lock systems are full, and releases it when one has room', async () => {
     vi.useFakeTimers();
     let backlog = m({ iloq: 0 });
-    const p = new PlanAhead(async () => backlog, { limits, intervalMs: 50, maxHoldMs: 10_000 });
+    const held: boolean[] = [];
+    const p = new PlanAhead(async () => backlog, { limits, intervalMs: 50, maxHoldMs: 10_000 }, (h) => held.push(h));
     p.start();
     await expect(p.room()).resolves.toBeUndefined();
     backlog = m({ iloq: 1000 });
@@ -37,6 +38,8 @@ describe('PlanAhead', () => {
     backlog = m({ iloq: 100 });
     await vi.advanceTimersByTimeAsync(60);
     expect(through).toBe(true);
+    // Reported on each change (the metric lockstep_planning_held), not on every reading.
+    expect(held).toEqual([true, false]);
     p.stop();
   });
 
