@@ -18,14 +18,15 @@ import type { Store } from './store/db.ts';
 import { exec } from './store/sql.ts';
 import type { IdentityRepo } from './store/identities.ts';
 
+// Checks after a job completes, as fixed SQL (src/store/sql.ts).
+const DIRTY_PRIORITY = 'select priority from dirty where person_id = ?';
+const PENDING_PRIORITY = "select min(priority) as priority from operations where lock_system_id = ? and person_id = ? and state in ('pending', 'running')";
+
 /**
  * The spine: queues, their workers and the sweeper, wired to the store. `serve` runs it with
  * the HTTP server, `worker` without. Several processes may run it against the same Redis and
  * PostgreSQL; BullMQ spreads the jobs.
  */
-const DIRTY_PRIORITY = 'select priority from dirty where person_id = ?';
-const PENDING_PRIORITY = "select min(priority) as priority from operations where lock_system_id = ? and person_id = ? and state in ('pending', 'running')";
-
 export class Engine {
   readonly queues: Queues;
   readonly reconciler: Reconciler;

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Dialect } from '../store/db.ts';
 import { GENESIS_HASH } from '../store/migrations.ts';
-import { exec } from '../store/sql.ts';
+import { exec, insertRows } from '../store/sql.ts';
 import type { AuditTable, Database } from '../store/schema.ts';
 
 /**
@@ -45,12 +45,7 @@ const HEAD = 'select seq, hash from audit_head where id = 1';
 const HEAD_FOR_UPDATE = `${HEAD} for update`;
 const SET_HEAD = 'update audit_head set seq = ?, hash = ? where id = 1';
 const AUDIT_CHUNK = 200;
-const insertAuditText: string[] = [];
-function insertAudit(rows: number): string {
-  return (insertAuditText[rows] ??=
-    'insert into audit (seq, at, actor, action, subject, person_id, detail, correlation_id, prev_hash, hash) values ' +
-    Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', '));
-}
+const AUDIT_COLUMNS = ['seq', 'at', 'actor', 'action', 'subject', 'person_id', 'detail', 'correlation_id', 'prev_hash', 'hash'];
 
 export function rowHash(r: Omit<AuditTable, 'hash'>): string {
   // A JSON array is an unambiguous encoding of the ordered fields (no delimiter games).
@@ -89,10 +84,10 @@ export async function appendAudit(
   }
   // Chunked so a large batch stays under SQLite's bound-parameter limit.
   for (let i = 0; i < rows.length; i += AUDIT_CHUNK) {
-    const part = rows.length - i < AUDIT_CHUNK ? rows.slice(i) : rows.slice(i, i + AUDIT_CHUNK);
+    const part = rows.slice(i, i + AUDIT_CHUNK);
     const params: unknown[] = [];
     for (const r of part) params.push(r.seq, r.at, r.actor, r.action, r.subject, r.person_id, r.detail, r.correlation_id, r.prev_hash, r.hash);
-    await exec(trx, insertAudit(part.length), params);
+    await exec(trx, insertRows('audit', AUDIT_COLUMNS, part.length), params);
   }
   await exec(trx, SET_HEAD, [seq, prev]);
 }

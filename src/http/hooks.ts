@@ -81,8 +81,7 @@ export async function hookRoutes(app: FastifyInstance, opts: { sources: SourceRu
     if (res.outcome === 'rejected') {
       metrics?.sourceHooks.inc({ source: sourceId, outcome: 'rejected' });
       await auditRejection(req, sourceId, idp, res.status, res.reason ?? 'rejected');
-    }
-    else if (res.reason) req.log.info({ source: sourceId, reason: res.reason }, 'hook partly ignored');
+    } else if (res.reason) req.log.info({ source: sourceId, reason: res.reason }, 'hook partly ignored');
     if (res.outcome === 'accepted' && (res.changes.length || res.tasks.length || res.resync)) {
       try {
         await sources.persistHook(sourceId, res);

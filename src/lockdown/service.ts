@@ -118,7 +118,6 @@ export class LockdownService {
         .execute();
       const breakGlass = await exemptByConfig(trx, this.cfg.lockdown.exemptions);
       const targets: Record<string, number> = {};
-      const persons = new Set<string>();
       const order: Array<{ personId: string; lockSystemId: string }> = [];
       const counted = new Set<string>();
       // Access lists are parsed only for scopes that name access (a revoke-all of 10,000 keys
@@ -126,7 +125,6 @@ export class LockdownService {
       const consider = (person: string, ls: string, accessJson: string, target: boolean) => {
         const whole = scope.all || scope.lockSystems?.includes(ls);
         if (!whole && !(JSON.parse(accessJson) as string[]).some((a) => inScope(scope, ls, a))) return;
-        persons.add(person);
         order.push({ personId: person, lockSystemId: ls });
         // Progress counts what must be revoked: break-glass holders keep their access.
         if (!target || breakGlass.has(person) || counted.has(`${ls}/${person}`)) return;
@@ -169,16 +167,17 @@ export class LockdownService {
           where true
           on conflict (person_id) do update set generation = dirty.generation + 1, priority = ${PRIORITY_LOCKDOWN},
             reason = excluded.reason, correlation_id = excluded.correlation_id`.execute(trx);
+      const persons = roundRobin(order);
       await appendAudit(trx, this.store.dialect, [
         {
           actor: actor.name,
           action: 'lockdown.start',
           subject: `lockdown:${id}`,
           correlationId: actor.correlationId,
-          detail: { scope, reason: input.reason, expiresAt: input.expiresAt ? new Date(input.expiresAt).toISOString() : null, targets, persons: persons.size, breakGlass: this.cfg.lockdown.exemptions },
+          detail: { scope, reason: input.reason, expiresAt: input.expiresAt ? new Date(input.expiresAt).toISOString() : null, targets, persons: persons.length, breakGlass: this.cfg.lockdown.exemptions },
         },
       ]);
-      return { lockdown: row, created: true, persons: roundRobin(order) };
+      return { lockdown: row, created: true, persons };
     });
     if (result.created) {
       // Straight to the queue: the sweeper is the fallback, not the path, in an emergency.

@@ -3,7 +3,7 @@ import type { Job } from 'bullmq';
 import { sql, type Transaction } from 'kysely';
 import type { AuditEntry } from '../audit/audit.ts';
 import { append } from '../store/group-commit.ts';
-import { exec } from '../store/sql.ts';
+import { exec, insertRows } from '../store/sql.ts';
 import { newId } from '../store/ids.ts';
 import { applyToState, endDateOf } from '../domain/planner.ts';
 import type { OperationKind, PlannedOperation } from '../domain/types.ts';
@@ -45,13 +45,7 @@ const UPSERT_STATE =
   'insert into lock_state (lock_system_id, person_id, remote_person_id, access, departed, end_date, updated_at) values (?, ?, ?, ?, ?, ?, ?) ' +
   'on conflict (lock_system_id, person_id) do update set access = excluded.access, departed = excluded.departed, end_date = excluded.end_date, updated_at = excluded.updated_at';
 const UPSERT_STATE_WITH_REMOTE = `${UPSERT_STATE}, remote_person_id = excluded.remote_person_id`;
-const KEY_CHANGE_ROW = '(?, ?, ?, ?, ?, ?, ?, ?, ?, null, ?, null)';
-const insertKeyChangesText: string[] = [];
-function insertKeyChanges(rows: number): string {
-  return (insertKeyChangesText[rows] ??=
-    'insert into key_changes (id, operation_id, lock_system_id, person_id, key_id, kind, revocation, job_id, accepted_at, effective_at, horizon, checked_at) values ' +
-    Array.from({ length: rows }, () => KEY_CHANGE_ROW).join(', '));
-}
+const KEY_CHANGE_COLUMNS = ['id', 'operation_id', 'lock_system_id', 'person_id', 'key_id', 'kind', 'revocation', 'job_id', 'accepted_at', 'horizon'];
 
 export class RetryableApplyError extends Error {
   readonly retryAfterMs: number | undefined;
@@ -196,7 +190,7 @@ export class Applier {
       if (pending.length)
         await exec(
           trx,
-          insertKeyChanges(pending.length),
+          insertRows('key_changes', KEY_CHANGE_COLUMNS, pending.length),
           pending.flatMap((k) => [
             newId(),
             op.id,

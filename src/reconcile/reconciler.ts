@@ -7,7 +7,7 @@ import { desiredAccess, isActive, managedAccess, matchingRules, nextChange, type
 import { applyLockdowns, type LockdownView } from '../domain/lockdown.ts';
 import { PRIORITY_LOCKDOWN } from '../lockdown/service.ts';
 import { actualFromRow } from '../store/lock-state.ts';
-import { exec } from '../store/sql.ts';
+import { exec, insertRows } from '../store/sql.ts';
 import { newId } from '../store/ids.ts';
 import type { ActualState, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
@@ -34,13 +34,7 @@ const STATES_OF = 'select lock_system_id, access, departed, end_date from lock_s
 const INFLIGHT_OF = "select seq, id, lock_system_id, kind, access, state, priority from operations where person_id = ? and state in ('pending', 'running') order by seq";
 const SCHEDULE_UPSERT = 'insert into schedule (person_id, due_at, reason) values (?, ?, ?) on conflict (person_id) do update set due_at = excluded.due_at';
 const SCHEDULE_DELETE = 'delete from schedule where person_id = ?';
-const OPERATION_ROW = "(?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)";
-const insertOperationsText: string[] = [];
-function insertOperations(rows: number): string {
-  return (insertOperationsText[rows] ??=
-    'insert into operations (id, person_id, lock_system_id, kind, access, priority, state, attempts, correlation_id, requested_at) values ' +
-    Array.from({ length: rows }, () => OPERATION_ROW).join(', '));
-}
+const OPERATION_COLUMNS = ['id', 'person_id', 'lock_system_id', 'kind', 'access', 'priority', 'state', 'attempts', 'correlation_id', 'requested_at'];
 
 export interface ReconcileResult {
   personId: string;
@@ -150,8 +144,8 @@ export class Reconciler {
         if (operations.length)
           await exec(
             trx,
-            insertOperations(operations.length),
-            operations.flatMap((o) => [newId(), personId, o.lockSystemId, o.kind, JSON.stringify(o.access), o.priority, correlationId, now]),
+            insertRows('operations', OPERATION_COLUMNS, operations.length),
+            operations.flatMap((o) => [newId(), personId, o.lockSystemId, o.kind, JSON.stringify(o.access), o.priority, 'pending', 0, correlationId, now]),
           );
         log.push({
             actor: 'system:reconciler',

@@ -74,4 +74,3 @@ export class Sweeper {
     return { reconcile: dirty.length, apply: ops.length };
   }
 }
-

@@ -5,7 +5,7 @@ import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import type { Config } from '../config/schema.ts';
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
-import { GroupCommit, type AfterCommit, type Change } from './group-commit.ts';
+import { GroupCommit, runAfter, type AfterCommit, type Change } from './group-commit.ts';
 import { migrations } from './migrations.ts';
 import type { Database } from './schema.ts';
 import { openSqlite } from './sqlite-driver.ts';
@@ -66,11 +66,7 @@ export function storeOn(db: Kysely<Database>, dialect: Dialect): Store {
           await appendAudit(trx, 'postgres', log);
           return v;
         });
-        try {
-          after?.(value);
-        } catch {
-          // See AfterCommit: recoverable by contract.
-        }
+        runAfter(after, value);
         return value;
       })();
       inflight.add(p);

@@ -19,6 +19,16 @@ export type Change<T> = (trx: Transaction<Database>, log: AuditEntry[]) => Promi
  */
 export type AfterCommit<T> = (value: T) => void;
 
+/** Runs an after-commit step by its contract: errors are swallowed (see AfterCommit). */
+export function runAfter<T>(after: AfterCommit<T> | undefined, value: T): void {
+  if (!after) return;
+  try {
+    after(value);
+  } catch {
+    // Recoverable by contract.
+  }
+}
+
 interface Pending {
   fn: Change<unknown>;
   after: AfterCommit<unknown> | undefined;
@@ -126,13 +136,7 @@ export class GroupCommit {
         batch.forEach((c, i) => {
           const o = outcomes[i]!;
           if (!o.ok) return c.reject(o.error);
-          if (c.after) {
-            try {
-              c.after(o.value);
-            } catch {
-              // See AfterCommit: recoverable by contract.
-            }
-          }
+          runAfter(c.after, o.value);
           c.resolve(o.value);
         });
       }

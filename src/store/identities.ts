@@ -2,12 +2,12 @@ import { sql, type Expression, type ExpressionBuilder, type SqlBool, type Transa
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
 import type { Store } from './db.ts';
 import { append } from './group-commit.ts';
-import { exec } from './sql.ts';
 import { newId } from './ids.ts';
-
-export { newId };
+import { exec, placeholders, tuples } from './sql.ts';
 import type { Identity } from '../domain/types.ts';
 import type { Database, GroupsTable, PersonsTable } from './schema.ts';
+
+export { newId };
 
 /**
  * The identity store: persons, groups and memberships per source. Every change runs in one
@@ -762,23 +762,6 @@ export class IdentityRepo {
 //
 // The statements on every SCIM write and read run as fixed SQL text (src/store/sql.ts).
 // Dynamic queries (filters) use the query builder.
-
-const placeholderCache: string[] = [];
-function placeholders(n: number): string {
-  return (placeholderCache[n] ??= Array.from({ length: n }, () => '?').join(', '));
-}
-
-const tupleCache = new Map<number, string>();
-function tuples(rows: number, cols: number): string {
-  const key = rows * 64 + cols;
-  let out = tupleCache.get(key);
-  if (out === undefined) {
-    const one = `(${placeholders(cols)})`;
-    out = Array.from({ length: rows }, () => one).join(', ');
-    if (rows <= CHUNK) tupleCache.set(key, out);
-  }
-  return out;
-}
 
 const PERSON_COLUMNS = [
   'id',

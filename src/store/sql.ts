@@ -26,3 +26,29 @@ function forDialect(text: string, dialect: 'sqlite' | 'postgres'): string {
   }
   return out;
 }
+
+const placeholderCache: string[] = [];
+/** `?, ?, …` for n parameters. */
+export function placeholders(n: number): string {
+  return (placeholderCache[n] ??= Array.from({ length: n }, () => '?').join(', '));
+}
+
+/** Rows beyond this many per statement are not cached (callers chunk larger inserts). */
+const CACHED_ROWS = 200;
+const tupleCache = new Map<number, string>();
+/** `(?, ?), (?, ?), …`: `rows` tuples of `cols` parameters. */
+export function tuples(rows: number, cols: number): string {
+  const key = rows * 64 + cols;
+  let out = tupleCache.get(key);
+  if (out === undefined) {
+    const one = `(${placeholders(cols)})`;
+    out = Array.from({ length: rows }, () => one).join(', ');
+    if (rows <= CACHED_ROWS) tupleCache.set(key, out);
+  }
+  return out;
+}
+
+/** A multi-row insert of `rows` rows into `columns`; the values go as parameters, row after row. */
+export function insertRows(table: string, columns: readonly string[], rows: number): string {
+  return `insert into ${table} (${columns.join(', ')}) values ${tuples(rows, columns.length)}`;
+}
