@@ -22,6 +22,13 @@ describe('config', () => {
     expect(c.server.port).toBe(8080);
   });
 
+  it('the SQLite page cache defaults to 8 MiB, is settable, and a bad size names its path', () => {
+    expect(parseConfig('', 'x', {}).store.sqlite.cacheMB).toBe(8);
+    expect(parseConfig('store: { sqlite: { cacheMB: 64 } }', 'x', {}).store.sqlite).toMatchObject({ path: './data/lockstep.db', cacheMB: 64 });
+    expect(problems('store: { sqlite: { cacheMB: 1 } }').join('\n')).toMatch(/store\.sqlite\.cacheMB/);
+    expect(problems('store: { sqlite: { cacheMB: "lots" } }').join('\n')).toMatch(/store\.sqlite\.cacheMB/);
+  });
+
   it('interpolates ${ENV} in strings, with defaults, and types whole-value numbers', () => {
     const c = parseConfig('server:\n  port: ${PORT}\n  host: "${HOST:-0.0.0.0}"\nredis: { url: "redis://${RH}:6379" }', 'x', { PORT: '9000', RH: 'cache' });
     expect(c.server).toMatchObject({ port: 9000, host: '0.0.0.0' });
