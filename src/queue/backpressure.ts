@@ -6,12 +6,22 @@
  * reconcile worker would plan all of them before the apply workers got a look in: they share one
  * event loop, and an apply worker fetches its jobs one Redis round trip at a time, each queued
  * behind the planning, so the lock systems would sit idle for the seconds the planning takes.
- * Planning therefore waits while every lock system that has ready work already holds more of it
- * than its apply workers can start (its limit), re-reading the backlogs every `intervalMs`: one
- * lock system with room is enough to keep planning, so a fast system is never held to a slow
- * one's pace. It never waits longer than `maxHoldMs` per person: a lock system that is down (its
+ * Planning therefore waits while every lock system that is at work (jobs ready or running)
+ * already holds more ready jobs than its apply workers can start (its limit), re-reading the
+ * backlogs every `intervalMs`: one lock system with room is enough to keep planning, so a fast
+ * system is never held to a slow one's pace. A system that is still running jobs with nothing
+ * ready behind them has room: it is the one planning must feed (a lockdown's persons come
+ * round-robin over the lock systems, so holding planning for the slow one would starve the fast
+ * one). Only a system with nothing ready and nothing running is left out: it has no part in
+ * the current burst. It never waits longer than `maxHoldMs` per person: a lock system that is down (its
  * jobs pile up) slows planning, it does not stop it.
  */
+/** One lock system's apply queue: jobs ready to run (waiting, not delayed) and jobs running. */
+export interface ApplyBacklog {
+  ready: number;
+  active: number;
+}
+
 export interface PlanAheadOptions {
   /** Per lock system: apply jobs ready to run (waiting, not delayed or active) above which it has no room. */
   limits: ReadonlyMap<string, number>;
@@ -20,11 +30,11 @@ export interface PlanAheadOptions {
 }
 
 /** Pure: whether planning should wait, given each lock system's ready backlog. */
-export function shouldHold(backlog: ReadonlyMap<string, number>, limits: ReadonlyMap<string, number>): boolean {
+export function shouldHold(backlog: ReadonlyMap<string, ApplyBacklog>, limits: ReadonlyMap<string, number>): boolean {
   let busy = 0;
-  for (const [ls, n] of backlog) {
-    if (n === 0) continue;
-    if (n <= (limits.get(ls) ?? Infinity)) return false;
+  for (const [ls, { ready, active }] of backlog) {
+    if (ready === 0 && active === 0) continue;
+    if (ready <= (limits.get(ls) ?? Infinity)) return false;
     busy++;
   }
   return busy > 0;
@@ -32,7 +42,7 @@ export function shouldHold(backlog: ReadonlyMap<string, number>, limits: Readonl
 
 export class PlanAhead {
   private readonly opts: PlanAheadOptions;
-  private readonly read: () => Promise<ReadonlyMap<string, number>>;
+  private readonly read: () => Promise<ReadonlyMap<string, ApplyBacklog>>;
   private hold = false;
   private timer: NodeJS.Timeout | undefined;
   private waiters: Array<() => void> = [];
@@ -42,7 +52,7 @@ export class PlanAhead {
 
   private readonly onHold: ((held: boolean) => void) | undefined;
 
-  constructor(read: () => Promise<ReadonlyMap<string, number>>, opts: PlanAheadOptions, onHold?: (held: boolean) => void) {
+  constructor(read: () => Promise<ReadonlyMap<string, ApplyBacklog>>, opts: PlanAheadOptions, onHold?: (held: boolean) => void) {
     this.read = read;
     this.opts = opts;
     this.onHold = onHold;

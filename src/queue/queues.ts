@@ -2,6 +2,7 @@ import { Queue, type ConnectionOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Config } from '../config/schema.ts';
 import type { DirtyMark } from '../store/identities.ts';
+import type { ApplyBacklog } from './backpressure.ts';
 
 /**
  * The queue topology. Redis holds only queues; everything a job needs is in the database, and
@@ -85,12 +86,12 @@ export class Queues {
     );
   }
 
-  /** Apply jobs ready to run (waiting or prioritized; not delayed, not active), per lock system. */
-  async applyBacklog(): Promise<Map<string, number>> {
+  /** Per lock system: apply jobs ready to run (waiting or prioritized; not delayed) and running. */
+  async applyBacklog(): Promise<Map<string, ApplyBacklog>> {
     const entries = await Promise.all(
       [...this.apply].map(async ([ls, q]) => {
-        const c = await q.getJobCounts('wait', 'prioritized');
-        return [ls, (c.wait ?? 0) + (c.prioritized ?? 0)] as const;
+        const c = await q.getJobCounts('wait', 'prioritized', 'active');
+        return [ls, { ready: (c.wait ?? 0) + (c.prioritized ?? 0), active: c.active ?? 0 }] as const;
       }),
     );
     return new Map(entries);

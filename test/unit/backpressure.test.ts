@@ -1,16 +1,20 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { PlanAhead, shouldHold } from '../../src/queue/backpressure.ts';
 
-const m = (o: Record<string, number>) => new Map(Object.entries(o));
-const limits = m({ iloq: 128, cliq: 128 });
+const limits = new Map(Object.entries({ iloq: 128, cliq: 128 }));
+/** Backlogs as `ready` or `[ready, active]` per lock system (a plain number: nothing running). */
+const m = (o: Record<string, number | [number, number]>) =>
+  new Map(Object.entries(o).map(([ls, v]) => [ls, typeof v === 'number' ? { ready: v, active: 0 } : { ready: v[0], active: v[1] }]));
 
-describe('planning holds back only while every lock system with ready work is full', () => {
-  it.each<{ why: string; backlog: Record<string, number>; hold: boolean }>([
+describe('planning holds back only while every lock system at work is full', () => {
+  it.each<{ why: string; backlog: Record<string, number | [number, number]>; hold: boolean }>([
     { why: 'no backlog anywhere', backlog: {}, hold: false },
     { why: 'empty queues', backlog: { iloq: 0, cliq: 0 }, hold: false },
     { why: 'one system full, the other has room', backlog: { iloq: 500, cliq: 10 }, hold: false },
-    { why: 'one system full, the other has nothing to do', backlog: { iloq: 500, cliq: 0 }, hold: true },
-    { why: 'both full', backlog: { iloq: 500, cliq: 300 }, hold: true },
+    { why: 'one system full, the other idle (no part in this burst)', backlog: { iloq: 500, cliq: 0 }, hold: true },
+    // The fast system of a lockdown runs dry first: planning must go on to feed it.
+    { why: 'one system full, the other running its last jobs', backlog: { iloq: 500, cliq: [0, 12] }, hold: false },
+    { why: 'both full, both running', backlog: { iloq: [500, 64], cliq: [300, 64] }, hold: true },
     { why: 'exactly at the limit is still room', backlog: { iloq: 128, cliq: 0 }, hold: false },
     { why: 'a system without a limit always has room', backlog: { other: 10_000 }, hold: false },
   ])('$why', ({ backlog, hold }) => {
