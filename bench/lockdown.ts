@@ -5,7 +5,8 @@
  *   node bench/lockdown.ts [--keys 10000] [--latency 20] [--concurrency 64] [--workers N]
  *
  * BENCH_TRACE=1 prints, while a phase runs, the requests in flight at each simulator and the
- * iLOQ apply and reconcile queues' lengths in Redis (where the pipeline waits);
+ * apply and reconcile queues' lengths in Redis (where the pipeline waits), and after it the CPU
+ * this process and Redis used;
  * BENCH_CPU_PROF=dir writes lockstep's CPU profiles there.
  *
  * Persons, their group memberships, lockstep's accepted state and the simulators' keys are
@@ -22,7 +23,7 @@
  *    (polled every 100 ms), the figure issue 4 asks for per lock system.
  * Figures are appended to bench/RESULTS.md. A benchmark, not a test.
  */
-import { spawn } from 'node:child_process';
+import { execSync, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -149,10 +150,22 @@ async function main() {
       return sum + (Number(f[13]) + Number(f[14])) / 100;
     }, 0);
 
+  // Redis's CPU (BENCH_TRACE): the third process on the machine's two cores.
+  const redisCpu = () => {
+    try {
+      const pid = execSync('pgrep -x redis-server').toString().trim().split('\n')[0];
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ');
+      return (Number(f[13]) + Number(f[14])) / 100;
+    } catch {
+      return NaN;
+    }
+  };
   const phase = async (name: string, action: () => Promise<any>, systemDone: (f: any, ls: 'iloq' | 'cliq') => boolean) => {
     const doneWhen = (f: any) => systemDone(f, 'iloq') && systemDone(f, 'cliq');
     const before = { iloq: iloq.requestTotal, cliq: cliq.requestTotal, iloqReceived: iloq.requestsReceived, cliqReceived: cliq.requestsReceived, cpu: cpu() };
     let first: number | undefined;
+    const benchCpu0 = process.cpuUsage();
+    const redis0 = redisCpu();
     const watchFirst = setInterval(() => {
       if (first === undefined && (iloq.requestsReceived > before.iloqReceived || cliq.requestsReceived > before.cliqReceived)) first = performance.now();
     }, 1);
@@ -171,10 +184,13 @@ async function main() {
     const trTimer =
       tr &&
       setInterval(async () => {
-        const k = `${prefix}:apply_iloq`;
-        const [p, w, a] = await Promise.all([tr.zcard(`${k}:prioritized`), tr.llen(`${k}:wait`), tr.llen(`${k}:active`)]);
-        const [rp, rw, ra] = await Promise.all([tr.zcard(`${prefix}:reconcile:prioritized`), tr.llen(`${prefix}:reconcile:wait`), tr.llen(`${prefix}:reconcile:active`)]);
-        console.log(`q t=${Math.round(performance.now() - started)} apply_iloq prioritized=${p} wait=${w} active=${a} reconcile prioritized=${rp} wait=${rw} active=${ra}`);
+        const counts = async (q: string) => {
+          const k = `${prefix}:${q}`;
+          const [p, w, a] = await Promise.all([tr.zcard(`${k}:prioritized`), tr.llen(`${k}:wait`), tr.llen(`${k}:active`)]);
+          return `${q} ready=${p + w} active=${a}`;
+        };
+        const all = await Promise.all(['apply_iloq', 'apply_cliq', 'reconcile'].map(counts));
+        console.log(`q t=${Math.round(performance.now() - started)} ${all.join(' ')}`);
       }, 100);
     const id = (await action()).id as string;
     const answered = performance.now() - started;
@@ -196,6 +212,10 @@ async function main() {
     const opsEach = half;
     const bound = Math.max(...(['iloq', 'cliq'] as const).map((ls) => (calls[ls] * LATENCY) / CONCURRENCY));
     const cpuSeconds = cpu() - before.cpu;
+    if (process.env.BENCH_TRACE) {
+      const u = process.cpuUsage(benchCpu0);
+      console.log(`CPU during ${name}: this process (simulators, load) ${((u.user + u.system) / 1e6).toFixed(1)} s, redis-server ${(redisCpu() - redis0).toFixed(1)} s`);
+    }
     const r = {
       name,
       id,
