@@ -173,7 +173,7 @@ async function startServer(seed?: (dbPath: string) => Promise<void>): Promise<Se
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
   // Diagnostics only (e.g. --heapsnapshot-signal=SIGUSR2); figures in results are from runs without.
   if (process.env.BENCH_NODE_FLAGS) prof.push(...process.env.BENCH_NODE_FLAGS.split(' ').filter(Boolean));
-  const child = spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'src/cli.ts'), 'serve', '--config', cfgFile, ...(NO_WORKERS || SPLIT ? ['--no-workers'] : [])], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'bin/lockstep.js'), 'serve', '--config', cfgFile, ...(NO_WORKERS || SPLIT ? ['--no-workers'] : [])], {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, ...NODE_ENV_VARS },
   });
@@ -181,7 +181,7 @@ async function startServer(seed?: (dbPath: string) => Promise<void>): Promise<Se
   if (SPLIT) {
     const workerCfg = join(dir, 'worker.json');
     writeFileSync(workerCfg, JSON.stringify({ ...config, server: { ...config.server, port: port + 1 } }));
-    worker = spawn(process.execPath, [...NODE_FLAGS, join(ROOT, 'src/cli.ts'), 'worker', '--config', workerCfg], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...NODE_ENV_VARS } });
+    worker = spawn(process.execPath, [...NODE_FLAGS, join(ROOT, 'bin/lockstep.js'), 'worker', '--config', workerCfg], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...NODE_ENV_VARS } });
   }
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {

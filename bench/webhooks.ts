@@ -136,7 +136,7 @@ async function main(): Promise<void> {
   const prefix = `benchwh${randomBytes(3).toString('hex')}`;
   const dbPath = join(dir, 'lockstep.db');
   const children: ChildProcess[] = [];
-  const sim = spawn(process.execPath, [join(ROOT, 'src/cli.ts'), 'sim', 'iloq', '--port', String(simPort)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const sim = spawn(process.execPath, [join(ROOT, 'bin/lockstep.js'), 'sim', 'iloq', '--port', String(simPort)], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(sim);
   const simCfg = await new Promise<Record<string, string>>((resolve) => {
     let out = '';
@@ -176,7 +176,7 @@ async function main(): Promise<void> {
   writeFileSync(cfgFile, JSON.stringify(config));
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
   const launch = (args: string[]) =>
-    spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'src/cli.ts'), ...args], { stdio: ['ignore', process.env.BENCH_LOG_LEVEL ? 'inherit' : 'ignore', 'inherit'], env: { ...process.env, ...NODE_ENV_VARS } });
+    spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'bin/lockstep.js'), ...args], { stdio: ['ignore', process.env.BENCH_LOG_LEVEL ? 'inherit' : 'ignore', 'inherit'], env: { ...process.env, ...NODE_ENV_VARS } });
   // One process creates the schema before two processes open it.
   await new Promise<void>((resolve, reject) => launch(['migrate', '--config', cfgFile]).on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`migrate exited ${c}`)))));
   const lockstep = launch(['serve', '--config', cfgFile, ...(SPLIT || INTAKE_ONLY ? ['--no-workers'] : [])]);

@@ -1,4 +1,3 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-old-space-size=512 --max-semi-space-size=16
 import { randomBytes } from 'node:crypto';
 import { verifyAudit } from './audit/audit.ts';
 import { ConfigError, loadConfig, resolveConfigPath } from './config/load.ts';
@@ -26,6 +25,9 @@ Usage:
                                      run the CLIQ simulator (assumed CWM contract) alone
   lockstep lockdown start|status|lift  emergency lockdown through a running lockstep's API
                                      (--url/LOCKSTEP_URL, --token/LOCKSTEP_TOKEN; see lockstep lockdown)
+  lockstep precompile                fill Node's compile cache with lockstep's modules (npm install
+                                     and the image do it; after updating the sources in place, run it
+                                     again, or the next start does the work and uses more memory)
   lockstep token                     generate an admin/SCIM token and its SHA-256 for the config
   lockstep hash-token TOKEN          print the SHA-256 of an existing token
 
@@ -84,6 +86,17 @@ async function main(argv: string[]): Promise<number> {
     case 'lockdown': {
       const { lockdownCli } = await import('./lockdown/cli.ts');
       return lockdownCli(argv.slice(1));
+    }
+    case 'precompile': {
+      const { precompile } = await import('./precompile.ts');
+      const r = await precompile();
+      if (!r.directory) {
+        console.log(`compile cache off (${r.reason}): nothing to do`);
+        return 0;
+      }
+      if (!argv.includes('--quiet') || !r.allCached)
+        console.log(`${r.modules} modules ${r.allCached ? 'were all in' : 'compiled into'} the compile cache at ${r.directory}`);
+      return 0;
     }
     case 'token': {
       const token = randomBytes(32).toString('base64url');

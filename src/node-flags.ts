@@ -10,7 +10,7 @@
  * 16 MB semi-spaces on 2026-11-26: 5-8 % less CPU per event in every benchmark (fewer scavenges,
  * less promoted garbage) for ~10-20 MB more RSS.
  *
- * The same list is written out in package.json's scripts, src/cli.ts's shebang and the
+ * The same list is written out in package.json's scripts, bin/lockstep.js's shebang and the
  * Dockerfile's NODE_OPTIONS; test/unit/node-flags.test.ts keeps them equal. The benchmarks start
  * lockstep with these flags so that they measure what ships.
  */

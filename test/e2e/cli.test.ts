@@ -11,8 +11,17 @@ import { REDIS_URL, stackConfig, waitFor } from '../helpers/stack.ts';
 import { freshStore } from '../helpers/stores.ts';
 import { newGroup, newUser } from './scim-user.ts';
 
-const CLI = new URL('../../src/cli.ts', import.meta.url).pathname;
+// The shipped entry (package.json bin, npm start, the image).
+const CLI = new URL('../../bin/lockstep.js', import.meta.url).pathname;
 const run = (args: string[], env: NodeJS.ProcessEnv = {}) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30_000 });
+
+/** The machine's own node, when it is one the bin must refuse (the CI machine has Node 20 there). */
+function oldSystemNode(): boolean {
+  const r = spawnSync('/usr/bin/node', ['-p', 'process.versions.node'], { encoding: 'utf8' });
+  if (r.status !== 0) return false;
+  const [major, minor] = r.stdout.trim().split('.').map(Number) as [number, number];
+  return major < 22 || (major === 22 && minor < 18);
+}
 
 describe('lockstep CLI', () => {
   it('refuses to start on an invalid config, naming each bad path', () => {
@@ -57,6 +66,32 @@ describe('lockstep CLI', () => {
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/audit chain BROKEN/);
     expect(bad.stderr).toMatch(/seq 1: hash does not match the row \(row edited\)/);
+  });
+
+  it('precompile fills the compile cache with every module; the next run needs no type stripping', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cli-cache-'));
+    const first = run(['precompile'], { NODE_COMPILE_CACHE: dir });
+    expect(first.status, first.stderr).toBe(0);
+    const m = /^(\d+) modules compiled into the compile cache at (.+)$/m.exec(first.stdout);
+    expect(m, first.stdout).not.toBeNull();
+    expect(Number(m![1])).toBeGreaterThan(100);
+    expect(m![2]!.startsWith(dir)).toBe(true);
+    // "all in the cache" is reported only when Node never loaded its TypeScript stripper.
+    expect(run(['precompile'], { NODE_COMPILE_CACHE: dir }).stdout).toMatch(new RegExp(`^${m![1]} modules were all in the compile cache at `, 'm'));
+    expect(run(['precompile', '--quiet'], { NODE_COMPILE_CACHE: dir }).stdout).toBe('');
+    // Without NODE_COMPILE_CACHE the bin uses the package's own cache directory.
+    const own = run(['precompile']);
+    expect(own.status).toBe(0);
+    expect(own.stdout).toContain(new URL('../../node_modules/.cache/lockstep/', import.meta.url).pathname);
+    const off = run(['precompile'], { NODE_DISABLE_COMPILE_CACHE: '1' });
+    expect(off.status).toBe(0);
+    expect(off.stdout).toMatch(/compile cache off \(NODE_DISABLE_COMPILE_CACHE is set\)/);
+  });
+
+  it.skipIf(!oldSystemNode())('the bin refuses a Node.js older than it supports, saying which it needs', () => {
+    const r = spawnSync('/usr/bin/node', [CLI, 'help'], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/lockstep needs Node\.js 22\.18 or later \(24 LTS recommended\); this is v\d+/);
   });
 
   it('prints a token and its hash, and hashes a given token', () => {
