@@ -77,6 +77,22 @@ describe('CLIQ adapter: grant and revoke', () => {
     expect(revoked.keys.find((k) => k.keyId === normal.serial)).toMatchObject({ change: 'skipped' });
   });
 
+  it('revokes with one read and one write per key: no person lookup first, and the stored person id is kept', async () => {
+    r = await rig();
+    await r.lock.catalogue();
+    r.sim.seedPerson({ externalId: 'emp-20' });
+    const key = r.sim.seedKey({ holder: 'emp-20', type: 'dynamic', access: ['Main entrance', 'Control room'], revalidation: { enabled: true, periodHours: 24 } });
+    r.sim.clearRequestLog();
+    const res = await r.lock.apply(op('revoke', 'emp-20', ['Main entrance']));
+    expect(res).toMatchObject({ outcome: 'applied', keys: [{ keyId: key.serial, change: 'changed' }] });
+    // Not reported: the applier then keeps the lock-system person id it stored at the grant.
+    expect(res.remotePersonId).toBeUndefined();
+    expect(r.sim.countRequests('GET', /^\/persons(\?|$)/)).toBe(0);
+    expect(r.sim.countRequests('GET', '/persons/emp-20/keys')).toBe(1);
+    expect(r.sim.countWrites()).toBe(1);
+    expect(r.sim.getKeyAccessNames(key.serial)).toEqual(['Control room']);
+  });
+
   it('resolves names case-insensitively, re-reads the catalogue once for an unknown name, refuses unknown and ambiguous names', async () => {
     r = await rig();
     await r.lock.catalogue();

@@ -293,11 +293,15 @@ export class CliqLockSystem implements LockSystem {
     return { outcome: 'applied', keys: results, remotePersonId: person.id };
   }
 
+  /**
+   * Two calls for a key: CWM answers 404 for the keys of a person it does not know, so no person
+   * lookup comes first (a lockdown revokes thousands; each call saved is a round trip off every
+   * revocation and load off CWM). The person id is not reported: lockstep keeps the one it has.
+   */
   private async revoke(req: ApplyRequest): Promise<ApplyResult> {
-    const person = await this.client.findPerson(req.person.externalId);
-    if (!person) return { outcome: 'absent', keys: [] };
+    const keys = await this.client.keysOf(req.person.externalId);
+    if (!keys) return { outcome: 'absent', keys: [] };
     const unwanted = new Set((await this.resolve(req.access)).map((p) => p.id));
-    const keys = (await this.client.keysOf(req.person.externalId)) ?? [];
     const pending = new PendingKinds(this.client);
     const results: KeyResult[] = [];
     for (const key of keys) {
@@ -319,7 +323,7 @@ export class CliqLockSystem implements LockSystem {
         }),
       );
     }
-    return { outcome: 'applied', keys: results, remotePersonId: person.id };
+    return { outcome: 'applied', keys: results };
   }
 
   /**
