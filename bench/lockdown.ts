@@ -198,6 +198,7 @@ async function main() {
       }, 100);
     const id = (await action()).id as string;
     const answered = performance.now() - started;
+    if (process.env.BENCH_TRACE) console.log(`answered after ${answered.toFixed(0)} ms`);
     let f: any;
     // When each lock system had every revocation (or restoration) accepted: its own share.
     const doneAt: Partial<Record<'iloq' | 'cliq', number>> = {};
