@@ -12,6 +12,10 @@ if (major < 22 || (major === 22 && minor < 18)) {
   process.exit(1);
 }
 // NODE_COMPILE_CACHE, when set, has already chosen the directory (and NODE_DISABLE_COMPILE_CACHE
-// turns the cache off): then this call changes nothing.
-module.enableCompileCache?.(new URL('../node_modules/.cache/lockstep/', import.meta.url).pathname);
+// turns the cache off): then this call changes nothing. The outcome is kept for
+// `lockstep precompile`, which says why the cache is off when it is (src/precompile.ts).
+globalThis[Symbol.for('lockstep.compileCache')] = module.enableCompileCache?.(new URL('../node_modules/.cache/lockstep/', import.meta.url).pathname) ?? {
+  status: -1,
+  message: `Node.js ${process.version} has no compile cache`,
+};
 await import('../src/cli.ts');

@@ -4,6 +4,7 @@ import { ConfigError, loadConfig, resolveConfigPath } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { sha256Hex } from './http/admin-auth.ts';
 import { createLogger } from './log.ts';
+import { compileCacheFailure, precompile } from './precompile.ts';
 import { StartupError, startLockstep } from './runtime.ts';
 import { openStore } from './store/db.ts';
 
@@ -88,9 +89,9 @@ async function main(argv: string[]): Promise<number> {
       return lockdownCli(argv.slice(1));
     }
     case 'precompile': {
-      const { precompile } = await import('./precompile.ts');
       const r = await precompile();
       if (!r.directory) {
+        // Not an error: lockstep runs without the cache, with more memory (docs/operations.md#memory).
         console.log(`compile cache off (${r.reason}): nothing to do`);
         return 0;
       }
@@ -133,6 +134,8 @@ function config(argv: string[]): Config {
 async function serve(argv: string[], http: boolean, workers: boolean): Promise<number> {
   const cfg = config(argv);
   const log = createLogger(cfg.log.level);
+  const cacheFailure = compileCacheFailure();
+  if (cacheFailure) log.warn({ reason: cacheFailure }, 'compile cache unavailable: the TypeScript sources were compiled at start, which keeps ~15 MB more memory (docs/operations.md#memory)');
   const rt = await startLockstep(cfg, log, { http, workers, probes: true });
   let stopping = false;
   const stop = (signal: string) => {

@@ -25,10 +25,7 @@ export interface PrecompileResult {
  */
 export async function precompile(): Promise<PrecompileResult> {
   const directory = module.getCompileCacheDir?.();
-  if (!directory) {
-    const reason = process.env.NODE_DISABLE_COMPILE_CACHE ? 'NODE_DISABLE_COMPILE_CACHE is set' : 'start lockstep through its bin (bin/lockstep.js), which turns the cache on';
-    return { directory: undefined, reason, modules: 0, allCached: false };
-  }
+  if (!directory) return { directory: undefined, reason: whyOff(), modules: 0, allCached: false };
   const files = TREES.flatMap((tree) =>
     readdirSync(join(ROOT, tree), { recursive: true, encoding: 'utf8' })
       .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
@@ -37,6 +34,25 @@ export async function precompile(): Promise<PrecompileResult> {
   for (const file of files) await import(pathToFileURL(file).href);
   module.flushCompileCache?.();
   return { directory, modules: files.length, allCached: !typeScriptStripperLoaded() };
+}
+
+type Attempt = { status: number; message?: string } | undefined;
+/** What bin/lockstep.js got when it tried to turn the cache on (undefined: not started through it). */
+const attempt = (): Attempt => (globalThis as Record<symbol, Attempt>)[Symbol.for('lockstep.compileCache')];
+
+/** Why the cache could not be turned on, when that was tried and failed (not when turned off on purpose). */
+export function compileCacheFailure(): string | undefined {
+  const tried = attempt();
+  if (!tried || tried.status !== module.constants.compileCacheStatus.FAILED) return undefined;
+  return tried.message ?? 'unknown reason';
+}
+
+/** Why the compile cache is off. */
+function whyOff(): string {
+  const tried = attempt();
+  if (!tried) return 'start lockstep through its bin (bin/lockstep.js), which turns the cache on';
+  if (process.env.NODE_DISABLE_COMPILE_CACHE || tried.status === module.constants.compileCacheStatus.DISABLED) return 'NODE_DISABLE_COMPILE_CACHE is set';
+  return tried.message ?? `status ${tried.status}`;
 }
 
 /** Whether this process has had to strip types from a module (Node loads the stripper lazily). */
