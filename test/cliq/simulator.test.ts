@@ -58,8 +58,12 @@ describe('CLIQ simulator: authentication', () => {
     expect(s.requestTotal).toBe(0);
     await pending;
     expect([s.requestsReceived, s.requestTotal]).toEqual([1, 1]);
+    // The injected latency, and a timer's lateness, as served.
+    expect(s.servedMsTotal).toBeGreaterThanOrEqual(999);
+    expect(s.servedMsTotal).toBeLessThan(1500);
     await call('GET', `${s.origin}/__sim/state`, undefined, { token: null });
     expect([s.requestsReceived, s.requestTotal]).toEqual([1, 1]);
+    expect(s.servedMsTotal).toBeLessThan(1500);
   });
 
   it('bearer: missing → UNAUTHENTICATED, wrong → INVALID_TOKEN, expired → TOKEN_EXPIRED', async () => {

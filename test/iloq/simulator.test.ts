@@ -131,8 +131,12 @@ describe('iLOQ simulator: control endpoints', () => {
     expect(sim.requestTotal).toBe(0);
     await pending;
     expect([sim.requestsReceived, sim.requestTotal]).toEqual([1, 1]);
+    // The injected latency, and a timer's lateness, as served.
+    expect(sim.servedMsTotal).toBeGreaterThanOrEqual(999);
+    expect(sim.servedMsTotal).toBeLessThan(1500);
     await call('GET', `${origin(sim)}/__sim/state`);
     expect([sim.requestsReceived, sim.requestTotal]).toEqual([1, 1]);
+    expect(sim.servedMsTotal).toBeLessThan(1500);
   });
 
   it('faults, program, state, requests, expire-sessions and reset work over HTTP', async () => {

@@ -148,6 +148,11 @@ export interface CliqSimulator {
   readonly requestTotal: number;
   /** API requests received (counted on arrival, before any injected latency) since start or reset. */
   readonly requestsReceived: number;
+  /**
+   * Milliseconds from each answered API request's arrival to its answer, summed since start or
+   * reset: the latency really served (injected latency included; a timer fires a little late).
+   */
+  readonly servedMsTotal: number;
   setFaults(input: CliqSimFaultsInput): CliqSimFaults;
   clearFaults(): void;
   expireToken(): void;
@@ -209,6 +214,7 @@ export async function startCliqSimulator(opts: CliqSimulatorOptions = {}): Promi
   let log: CliqRequestLogEntry[] = [];
   let total = 0;
   let received = 0;
+  let servedMs = 0;
   const timers = new Set<NodeJS.Timeout>();
 
   const scheduleJob = (job: CliqJob) => {
@@ -441,6 +447,7 @@ export async function startCliqSimulator(opts: CliqSimulatorOptions = {}): Promi
 
   const serve = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const time = Date.now();
+    const arrived = performance.now();
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
     const qi = url.indexOf('?');
@@ -473,6 +480,7 @@ export async function startCliqSimulator(opts: CliqSimulatorOptions = {}): Promi
       reply = toReply(e);
     }
     send(res, reply);
+    servedMs += performance.now() - arrived;
     total++;
     log.push({ method, path, query: rawQuery, status: reply.status, time, ...(reply.jobId ? { jobId: reply.jobId } : {}) });
     if (log.length > logLimit * 2) log = log.slice(-logLimit);
@@ -525,6 +533,9 @@ export async function startCliqSimulator(opts: CliqSimulatorOptions = {}): Promi
     get requestsReceived() {
       return received;
     },
+    get servedMsTotal() {
+      return servedMs;
+    },
     setFaults,
     clearFaults: () => {
       faults = freshFaults();
@@ -549,6 +560,7 @@ export async function startCliqSimulator(opts: CliqSimulatorOptions = {}): Promi
       log = [];
       total = 0;
       received = 0;
+      servedMs = 0;
       seed();
     },
     clearRequestLog: () => {

@@ -153,6 +153,11 @@ export interface IloqSimulator {
   readonly requestTotal: number;
   /** API requests received (counted on arrival, before any injected latency) since start or reset. */
   readonly requestsReceived: number;
+  /**
+   * Milliseconds from each answered API request's arrival to its answer, summed since start or
+   * reset: the latency really served (injected latency included; a timer fires a little late).
+   */
+  readonly servedMsTotal: number;
   setFaults(input: SimFaultsInput): SimFaults;
   clearFaults(): void;
   expireSessions(): void;
@@ -220,6 +225,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
   let log: RequestLogEntry[] = [];
   let total = 0;
   let received = 0;
+  let servedMs = 0;
   let failSeen = 0;
   const timers = new Set<NodeJS.Timeout>();
 
@@ -554,6 +560,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
 
   const serve = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const time = Date.now();
+    const arrived = performance.now();
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
     const qi = url.indexOf('?');
@@ -576,6 +583,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
       if (!(err instanceof SimError)) console.error('iloq simulator: unexpected error', err);
     }
     send(res, reply);
+    servedMs += performance.now() - arrived;
     total++;
     log.push({ method, path, query: rawQuery, status: reply.status, time });
     if (log.length > logLimit * 2) log = log.slice(-logLimit);
@@ -622,6 +630,9 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
     get requestsReceived() {
       return received;
     },
+    get servedMsTotal() {
+      return servedMs;
+    },
     setFaults: (input) => setFaults(input),
     clearFaults: () => {
       faults = freshFaults();
@@ -638,6 +649,7 @@ export async function startIloqSimulator(opts: IloqSimulatorOptions = {}): Promi
       log = [];
       total = 0;
       received = 0;
+      servedMs = 0;
       seed();
     },
     clearRequestLog: () => {
