@@ -2,7 +2,7 @@
 // The lockstep command. Plain JavaScript on purpose: it turns on Node's compile cache before the
 // TypeScript sources load, so that they come from the cache already stripped of their types and
 // Node never loads its TypeScript stripper (a WebAssembly module that would otherwise stay in
-// memory for the life of the daemon: ~16 MB of RSS). `lockstep precompile` fills the cache; npm
+// memory for the life of the daemon: ~15 MB of RSS). `lockstep precompile` fills the cache; npm
 // install and the container image run it. A stale or missing entry is simply compiled again.
 import module from 'node:module';
 

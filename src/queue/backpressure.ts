@@ -13,15 +13,9 @@
  * ready behind them has room: it is the one planning must feed (a lockdown's persons come
  * round-robin over the lock systems, so holding planning for the slow one would starve the fast
  * one). Only a system with nothing ready and nothing running is left out: it has no part in
- * the current burst. It never waits longer than `maxHoldMs` per person: a lock system that is down (its
- * jobs pile up) slows planning, it does not stop it.
+ * the current burst. Planning never waits longer than `maxHoldMs` per person: a lock system that
+ * is down (its jobs pile up) slows planning, it does not stop it.
  */
-/** One lock system's apply queue: jobs ready to run (waiting, not delayed) and jobs running. */
-export interface ApplyBacklog {
-  ready: number;
-  active: number;
-}
-
 export interface PlanAheadOptions {
   /** Per lock system: apply jobs ready to run (waiting, not delayed or active) above which it has no room. */
   limits: ReadonlyMap<string, number>;
@@ -29,7 +23,13 @@ export interface PlanAheadOptions {
   maxHoldMs: number;
 }
 
-/** Pure: whether planning should wait, given each lock system's ready backlog. */
+/** One lock system's apply queue: jobs ready to run (waiting, not delayed) and jobs running. */
+export interface ApplyBacklog {
+  ready: number;
+  active: number;
+}
+
+/** Pure: whether planning should wait, given each lock system's apply queue. */
 export function shouldHold(backlog: ReadonlyMap<string, ApplyBacklog>, limits: ReadonlyMap<string, number>): boolean {
   let busy = 0;
   for (const [ls, { ready, active }] of backlog) {
