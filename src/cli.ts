@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import module from 'node:module';
 import { verifyAudit } from './audit/audit.ts';
 import { ConfigError, loadConfig, resolveConfigPath } from './config/load.ts';
 import type { Config } from './config/schema.ts';
@@ -137,6 +138,9 @@ async function serve(argv: string[], http: boolean, workers: boolean): Promise<n
   const cacheFailure = compileCacheFailure();
   if (cacheFailure) log.warn({ reason: cacheFailure }, 'compile cache unavailable: the TypeScript sources were compiled at start, which keeps ~15 MB more memory (docs/operations.md#memory)');
   const rt = await startLockstep(cfg, log, { http, workers, probes: true });
+  // Node writes new compile-cache entries at exit; a daemon may never exit cleanly. Written now,
+  // a start on a cold or stale cache leaves it warm for the next (a no-op when it was warm).
+  module.flushCompileCache?.();
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

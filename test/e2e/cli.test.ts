@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -114,10 +114,13 @@ describe('lockstep CLI', () => {
     const cfg = stackConfig(sim, t, tokens, prefix, REDIS_URL, { server: { port, shutdownGraceMs: 10_000 } });
     const file = join(t.storeConfig.sqlite.path, '..', 'l.json');
     writeFileSync(file, JSON.stringify(cfg));
-    const child = spawn(process.execPath, [CLI, 'serve', '--config', file], { stdio: 'ignore' });
+    // A cold compile cache of its own: a running daemon writes it without waiting for its exit.
+    const cache = mkdtempSync(join(tmpdir(), 'cli-serve-cache-'));
+    const child = spawn(process.execPath, [CLI, 'serve', '--config', file], { stdio: 'ignore', env: { ...process.env, NODE_COMPILE_CACHE: cache } });
     try {
       const base = `http://127.0.0.1:${port}`;
       await waitFor(() => fetch(`${base}/healthz`).then((r) => r.ok), { what: 'listening' });
+      await waitFor(() => readdirSync(cache, { recursive: true }).length > 50, { what: 'the compile cache written while serving' });
       const post = (path: string, body: unknown) =>
         fetch(`${base}/scim/v2${path}`, { method: 'POST', headers: { authorization: `Bearer ${tokens.scim}`, 'content-type': 'application/scim+json' }, body: JSON.stringify(body) }).then((r) => r.json() as Promise<{ id: string }>);
       const u = await post('/Users', newUser('slow@example.com'));
