@@ -126,7 +126,7 @@ export const retrySchema = z
 const applySchema = z
   .object({
     /** Parallel apply jobs (persons) against this lock system. */
-    concurrency: z.number().int().min(1).max(256).default(8),
+    concurrency: z.number().int().min(1).max(256).default(16),
     /** At most `max` apply jobs start per `durationMs` (BullMQ limiter, per lock system). */
     rateLimit: z
       .object({ max: z.number().int().min(1), durationMs: z.number().int().min(1) })

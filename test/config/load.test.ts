@@ -29,6 +29,13 @@ describe('config', () => {
     expect(problems('store: { sqlite: { cacheMB: "lots" } }').join('\n')).toMatch(/store\.sqlite\.cacheMB/);
   });
 
+  it('apply concurrency defaults to 16 per lock system, with or without an apply section', () => {
+    const iloq = 'id: a, kind: iloq, iloq: { serverUrl: "http://x/iloqws", customerCode: C, userName: u, password: p }';
+    expect(parseConfig(`lockSystems: [{ ${iloq} }]`, 'x', {}).lockSystems[0]!.apply.concurrency).toBe(16);
+    expect(parseConfig(`lockSystems: [{ ${iloq}, apply: { requestTimeoutMs: 5000 } }]`, 'x', {}).lockSystems[0]!.apply.concurrency).toBe(16);
+    expect(parseConfig(`lockSystems: [{ ${iloq}, apply: { concurrency: 4 } }]`, 'x', {}).lockSystems[0]!.apply.concurrency).toBe(4);
+  });
+
   it('interpolates ${ENV} in strings, with defaults, and types whole-value numbers', () => {
     const c = parseConfig('server:\n  port: ${PORT}\n  host: "${HOST:-0.0.0.0}"\nredis: { url: "redis://${RH}:6379" }', 'x', { PORT: '9000', RH: 'cache' });
     expect(c.server).toMatchObject({ port: 9000, host: '0.0.0.0' });
