@@ -48,7 +48,7 @@ export class Metrics {
   });
   readonly planningHeld = new Gauge({
     name: 'lockstep_planning_held',
-    help: '1 while reconciles wait because every lock system with ready apply work already holds more than it can start; 0 otherwise.',
+    help: '1 while reconciles wait because every lock system at work (apply jobs ready or running) already has more ready than it can start; 0 otherwise.',
     registers: [this.registry],
   });
   readonly sourceHooks = new Counter({

@@ -14,7 +14,6 @@ import { exec } from '../store/sql.ts';
 
 /** Persons queued before a lockdown's start or lift is answered; the rest follow in chunks. */
 const FIRST_BATCH = 4;
-const IN_FORCE = "select id, scope from lockdowns where state in ('active', 'lift_requested')";
 const REST_CHUNK = 250;
 /**
  * Head start of the first batch: its reconciles and first requests run before thousands of other
@@ -23,6 +22,8 @@ const REST_CHUNK = 250;
  * of 8 took more than 71 ms, for 40 ms more on a revoke-all that takes 18 s.
  */
 const REST_DELAY_MS = 60;
+/** The lockdowns in force, asked by every reconcile: fixed SQL (src/store/sql.ts). */
+const IN_FORCE = "select id, scope from lockdowns where state in ('active', 'lift_requested')";
 
 /**
  * Emergency lockdowns: the CRO's "revoke all" and its lift. A lockdown is a row in the database
@@ -293,7 +294,6 @@ export class LockdownService {
 
   /** The lockdowns every reconcile must honour, with config and per-lockdown exemptions merged. */
   async activeViews(db: Kysely<Database> = this.store.db): Promise<LockdownView[]> {
-    // Every reconcile asks: fixed SQL (src/store/sql.ts).
     const rows = await exec<{ id: string; scope: string }>(db, IN_FORCE, []);
     if (rows.length === 0) return [];
     const ex = await db.selectFrom('lockdown_exemptions').select(['lockdown_id', 'kind', 'value']).where('lockdown_id', 'in', rows.map((r) => r.id)).execute();

@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import type { Config } from '../config/schema.ts';
 import type { DirtyMark } from '../store/identities.ts';
 import type { ApplyBacklog } from './backpressure.ts';
+import { TurnBatch } from './turn-batch.ts';
 
 /**
  * The queue topology. Redis holds only queues; everything a job needs is in the database, and
@@ -51,8 +52,7 @@ async function addJobs<T>(queue: Queue<T>, name: string, jobs: Array<{ data: T; 
 export class Queues {
   readonly reconcile: Queue<ReconcileJob>;
   readonly apply: Map<string, Queue<ApplyJob>>;
-  private applyPending: ApplyItem[] = [];
-  private applyFlush: Promise<void> | undefined;
+  private readonly applyBatch = new TurnBatch<ApplyItem>((items) => this.addApply(items));
   private readonly attempts: Map<string, number>;
 
   constructor(connection: ConnectionOptions, cfg: Config) {
@@ -103,19 +103,7 @@ export class Queues {
    * caller's promise settles with that add.
    */
   enqueueApply(items: ApplyItem[]): Promise<void> {
-    if (items.length === 0) return Promise.resolve();
-    for (const it of items) this.applyPending.push(it);
-    if (!this.applyFlush) {
-      this.applyFlush = new Promise<void>((resolve, reject) => {
-        queueMicrotask(() => {
-          const all = this.applyPending;
-          this.applyPending = [];
-          this.applyFlush = undefined;
-          this.addApply(all).then(resolve, reject);
-        });
-      });
-    }
-    return this.applyFlush;
+    return this.applyBatch.add(items);
   }
 
   private async addApply(items: ApplyItem[]): Promise<void> {

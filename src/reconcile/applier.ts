@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Job } from 'bullmq';
-import { sql, type Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import type { AuditEntry } from '../audit/audit.ts';
 import { append } from '../store/group-commit.ts';
-import { exec, insertRows } from '../store/sql.ts';
+import { exec, insertRows, lockPerson } from '../store/sql.ts';
 import { newId } from '../store/ids.ts';
 import { applyToState, endDateOf } from '../domain/planner.ts';
 import type { OperationKind, PlannedOperation } from '../domain/types.ts';
@@ -173,7 +173,7 @@ export class Applier {
   /** Takes the first unfinished operation of this pair, marks it running and audits the attempt. */
   private claim(lockSystemId: string, personId: string, jobId: string): Promise<OpRow | undefined> {
     return this.store.write(async (trx, log) => {
-      if (this.store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${personId}))`.execute(trx);
+      await lockPerson(trx, this.store.dialect, personId);
       return claimIn(trx, log, lockSystemId, personId, jobId);
     });
   }
@@ -185,7 +185,7 @@ export class Applier {
     // The first truth is now; the second comes per key, when the change reaches it.
     const pending = result.keys.filter((k) => k.change === 'changed' && k.effective !== true);
     return this.store.write(async (trx, log) => {
-      if (this.store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${personId}))`.execute(trx);
+      await lockPerson(trx, this.store.dialect, personId);
       await exec(trx, MARK_ACCEPTED, [now, pending.length ? null : now, JSON.stringify(result), op.id]);
       if (pending.length)
         await exec(
@@ -257,13 +257,13 @@ export class Applier {
     await this.store.write(async (trx, log) => {
       await trx.updateTable('operations').set({ state: 'pending', last_error: `${e.kind}: ${e.message}` }).where('id', '=', op.id).where('state', '=', 'running').execute();
       log.push({
-          actor: 'system:apply',
-          action,
-          subject: `operation:${op.id}`,
-          personId,
-          correlationId: op.correlation_id,
-          detail: { error: e.message, kind: e.kind, status: e.status ?? null, retryAfterMs: e.retryAfterMs ?? null, attempt: op.attempts },
-        });
+        actor: 'system:apply',
+        action,
+        subject: `operation:${op.id}`,
+        personId,
+        correlationId: op.correlation_id,
+        detail: { error: e.message, kind: e.kind, status: e.status ?? null, retryAfterMs: e.retryAfterMs ?? null, attempt: op.attempts },
+      });
     });
   }
 

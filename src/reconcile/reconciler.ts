@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { sql } from 'kysely';
 import type { AuditEntry } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import { applyToState, endDateOf, plan } from '../domain/planner.ts';
@@ -7,7 +6,7 @@ import { desiredAccess, isActive, managedAccess, matchingRules, nextChange, type
 import { applyLockdowns, type LockdownView } from '../domain/lockdown.ts';
 import { PRIORITY_LOCKDOWN } from '../lockdown/service.ts';
 import { actualFromRow } from '../store/lock-state.ts';
-import { exec, insertRows } from '../store/sql.ts';
+import { exec, insertRows, lockPerson } from '../store/sql.ts';
 import { newId } from '../store/ids.ts';
 import type { ActualState, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
@@ -148,22 +147,22 @@ export class Reconciler {
             operations.flatMap((o) => [newId(), personId, o.lockSystemId, o.kind, JSON.stringify(o.access), o.priority, 'pending', 0, correlationId, now]),
           );
         log.push({
-            actor: 'system:reconciler',
-            action: 'plan',
-            subject: `person:${personId}`,
-            personId,
-            correlationId,
-            detail: {
-              active: isActive(identity, now),
-              wakeAt: wakeAt === undefined ? null : new Date(wakeAt).toISOString(),
-              exists: identity !== null,
-              rules,
-              lockdowns: lockdownsApplied,
-              desired: desiredOut,
-              operations: operations.map((o) => ({ lockSystem: o.lockSystemId, kind: o.kind, access: o.access })),
-              superseded: pending.length,
-            },
-          });
+          actor: 'system:reconciler',
+          action: 'plan',
+          subject: `person:${personId}`,
+          personId,
+          correlationId,
+          detail: {
+            active: isActive(identity, now),
+            wakeAt: wakeAt === undefined ? null : new Date(wakeAt).toISOString(),
+            exists: identity !== null,
+            rules,
+            lockdowns: lockdownsApplied,
+            desired: desiredOut,
+            operations: operations.map((o) => ({ lockSystem: o.lockSystemId, kind: o.kind, access: o.access })),
+            superseded: pending.length,
+          },
+        });
       }
       // The clock is an event source too: wake this person when a date in their record passes.
       if (wakeAt !== undefined) await exec(trx, SCHEDULE_UPSERT, [personId, wakeAt, 'termination date or access window']);
@@ -177,7 +176,7 @@ export class Reconciler {
     else
       await this.store.write(async (trx, log) => {
         // One reconciler at a time per person across processes (SQLite already has one writer).
-        if (this.store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${personId}))`.execute(trx);
+        await lockPerson(trx as never, this.store.dialect, personId);
         await body(trx as never, log);
       });
 

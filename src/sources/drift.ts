@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { sql } from 'kysely';
 import { appendAudit } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import { managedAccess } from '../domain/policy.ts';
@@ -7,6 +6,7 @@ import type { Logger } from '../log.ts';
 import type { LockSystem } from '../ports/lock-system.ts';
 import type { Store } from '../store/db.ts';
 import { markDirty, PRIORITY_LEAVER, PRIORITY_NORMAL, type DirtyMark } from '../store/identities.ts';
+import { lockPerson } from '../store/sql.ts';
 import { pool } from './mutex.ts';
 
 /**
@@ -189,7 +189,7 @@ export class LockDriftChecker {
     const now = Date.now();
     const correlationId = randomUUID();
     return store.db.transaction().execute(async (trx) => {
-      if (store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${row.person_id}))`.execute(trx);
+      await lockPerson(trx, store.dialect, row.person_id);
       const current = await trx
         .selectFrom('lock_state')
         .select(['updated_at'])

@@ -2,12 +2,11 @@ import { sql, type Expression, type ExpressionBuilder, type SqlBool, type Transa
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
 import type { Store } from './db.ts';
 import { append } from './group-commit.ts';
-import { newId } from './ids.ts';
 import { exec, placeholders, tuples } from './sql.ts';
+import { newId } from './ids.ts';
+import { TurnBatch } from '../queue/turn-batch.ts';
 import type { Identity } from '../domain/types.ts';
 import type { Database, GroupsTable, PersonsTable } from './schema.ts';
-
-export { newId };
 
 /**
  * The identity store: persons, groups and memberships per source. Every change runs in one
@@ -201,7 +200,8 @@ export class IdentityRepo {
   private notify: Notify;
   private readonly scanLimit: number;
 
-  private pendingMarks: DirtyMark[] = [];
+  /** Every change of a committed batch tells the queue in the same turn: one call for all of them. */
+  private readonly told = new TurnBatch<DirtyMark>((marks) => this.notify(dedupe(marks)));
 
   constructor(store: Store, notify: Notify = () => {}, options: IdentityRepoOptions = {}) {
     this.store = store;
@@ -739,23 +739,11 @@ export class IdentityRepo {
   }
 
   private tell(marks: DirtyMark[]): void {
-    if (marks.length === 0) return;
-    const first = this.pendingMarks.length === 0;
-    append(this.pendingMarks, marks);
-    if (!first) return;
-    // Every change of a committed batch is told in the same turn: one call for all of them.
-    queueMicrotask(() => {
-      const all = this.pendingMarks;
-      this.pendingMarks = [];
-      try {
-        this.notify(dedupe(all));
-      } catch (err) {
-        // The marks are committed: the sweeper finds them if this tell is lost. A throw here
-        // would otherwise surface as an uncaught exception and stop the daemon.
-        void err;
-      }
-    });
+    // The marks are committed: the sweeper finds them if this tell is lost. A throw (or a
+    // rejection) here would otherwise surface as an uncaught error and stop the daemon.
+    this.told.add(marks).catch(() => {});
   }
+
 }
 
 // ---------- hot statements ----------

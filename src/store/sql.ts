@@ -1,4 +1,5 @@
-import { CompiledQuery, PostgresAdapter, type Kysely, type Transaction } from 'kysely';
+import { CompiledQuery, PostgresAdapter, sql, type Kysely, type Transaction } from 'kysely';
+import type { Dialect } from './db.ts';
 import type { Database } from './schema.ts';
 
 /**
@@ -51,4 +52,12 @@ export function tuples(rows: number, cols: number): string {
 /** A multi-row insert of `rows` rows into `columns`; the values go as parameters, row after row. */
 export function insertRows(table: string, columns: readonly string[], rows: number): string {
   return `insert into ${table} (${columns.join(', ')}) values ${tuples(rows, columns.length)}`;
+}
+
+/**
+ * Serialises the writers of one person (reconcile, apply claims and acceptances, drift repair)
+ * across processes on PostgreSQL, until the transaction ends. SQLite has one writer already.
+ */
+export async function lockPerson(trx: Transaction<Database>, dialect: Dialect, personId: string): Promise<void> {
+  if (dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${personId}))`.execute(trx);
 }

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ConflictError, newId } from '../../src/store/identities.ts';
+import { ConflictError } from '../../src/store/identities.ts';
+import { newId } from '../../src/store/ids.ts';
 import { BACKENDS } from '../helpers/stores.ts';
 import {
   ERROR_SCHEMA,

@@ -9,7 +9,7 @@ import { activeOnly, prepareOps } from '../../src/http/scim/patch.ts';
 import { project, projectionOf, wants } from '../../src/http/scim/projection.ts';
 import { groupFilter, userFilter } from '../../src/http/scim/query.ts';
 import { RateLimiter } from '../../src/http/scim/rate-limit.ts';
-import { newId } from '../../src/store/identities.ts';
+import { newId } from '../../src/store/ids.ts';
 
 const ENTERPRISE = 'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User';
 const CORE_USER = 'urn:ietf:params:scim:schemas:core:2.0:User';

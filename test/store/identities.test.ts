@@ -14,11 +14,11 @@ import {
   PRIORITY_LEAVER,
   PRIORITY_NORMAL,
   UnknownMemberError,
-  newId,
   type DirtyMark,
   type UserFilter,
   type UserInput,
 } from '../../src/store/identities.ts';
+import { newId } from '../../src/store/ids.ts';
 import { DatabaseSync } from 'node:sqlite';
 import { Kysely, SqliteDialect } from 'kysely';
 import { openStore, type Store } from '../../src/store/db.ts';
