@@ -25,7 +25,7 @@
  *    little after the requested latency; the bound still uses the requested one).
  * Figures are appended to bench/RESULTS.md. A benchmark, not a test.
  */
-import { execSync, spawn } from 'node:child_process';
+import { execSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -38,7 +38,7 @@ import { policyFingerprint } from '../src/reconcile/policy-change.ts';
 import { configSchema } from '../src/config/schema.ts';
 import { openStore } from '../src/store/db.ts';
 import { IdentityRepo } from '../src/store/identities.ts';
-import { NODE_ENV_VARS, NODE_FLAGS } from '../src/node-flags.ts';
+import { killOnExit, launchLockstep } from './lockstep-process.ts';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -120,8 +120,7 @@ async function main() {
 
   const cfgFile = join(dir, 'lockstep.json');
   writeFileSync(cfgFile, JSON.stringify(raw));
-  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-  const launch = (args: string[]) => spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'bin/lockstep.js'), ...args], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...NODE_ENV_VARS } });
+  const launch = (args: string[]) => launchLockstep(args);
   const child = launch(['serve', '--config', cfgFile, ...(WORKERS ? ['--no-workers'] : [])]);
   const workers = Array.from({ length: WORKERS }, (_, i) => {
     const f = join(dir, `worker${i}.json`);
@@ -129,11 +128,7 @@ async function main() {
     return launch(['worker', '--config', f]);
   });
   const all = [child, ...workers];
-  // However this process ends (an error, Ctrl-C, its output piped into `head`), lockstep goes too:
-  // a daemon left running would skew every later measurement on the machine.
-  process.on('exit', () => all.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => process.exit(130));
-  process.stdout.on('error', () => process.exit(0));
+  killOnExit(all);
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     if (await fetch(`${base}/healthz`).then((r) => r.ok, () => false)) break;

@@ -13,7 +13,6 @@
  *  3. lockstep's peak RSS (VmHWM).
  * Results are printed and appended to bench/RESULTS.md. Not a test: it reports numbers.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -23,7 +22,7 @@ import { Agent, request } from 'undici';
 import { Redis } from 'ioredis';
 import { startIloqSimulator } from '../adapters/locks/iloq/simulator.ts';
 import { sha256Hex } from '../src/http/admin-auth.ts';
-import { NODE_ENV_VARS, NODE_FLAGS } from '../src/node-flags.ts';
+import { killOnExit, launchLockstep } from './lockstep-process.ts';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -71,14 +70,9 @@ async function main() {
   };
   const cfgFile = join(dir, 'lockstep.json');
   writeFileSync(cfgFile, JSON.stringify(config));
-  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-  const launch = (args: string[]) => spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'bin/lockstep.js'), ...args], { stdio: ['ignore', process.env.BENCH_LOG_LEVEL ? 'inherit' : 'ignore', 'inherit'], env: { ...process.env, ...NODE_ENV_VARS } });
+  const launch = (args: string[]) => launchLockstep(args, { logs: Boolean(process.env.BENCH_LOG_LEVEL) });
   const children = [launch(['serve', '--config', cfgFile, ...(SPLIT ? ['--no-workers'] : [])])];
-  // However this process ends (an error, Ctrl-C, its output piped into `head`), lockstep goes too:
-  // a daemon left running would skew every later measurement on the machine.
-  process.on('exit', () => children.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => process.exit(130));
-  process.stdout.on('error', () => process.exit(0));
+  killOnExit(children);
   const base = `http://127.0.0.1:${port}`;
   const agent = new Agent({ connections: CONCURRENCY * 2, pipelining: 1 });
   const healthy = async (url: string) => {

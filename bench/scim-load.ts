@@ -21,7 +21,7 @@
  * --serve starts lockstep on an empty store, prints its URL, token and pid, and waits (for
  * cross-checking with ../shared/bench/scim-load.mjs).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -33,7 +33,7 @@ import { sha256Hex } from '../src/http/admin-auth.ts';
 import { openStore } from '../src/store/db.ts';
 import { IdentityRepo, type UserInput } from '../src/store/identities.ts';
 import { sql } from 'kysely';
-import { NODE_ENV_VARS, NODE_FLAGS } from '../src/node-flags.ts';
+import { launchLockstep } from './lockstep-process.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -170,18 +170,12 @@ async function startServer(seed?: (dbPath: string) => Promise<void>): Promise<Se
   };
   const cfgFile = join(dir, 'lockstep.json');
   writeFileSync(cfgFile, JSON.stringify(config));
-  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-  // Diagnostics only (e.g. --heapsnapshot-signal=SIGUSR2); figures in results are from runs without.
-  if (process.env.BENCH_NODE_FLAGS) prof.push(...process.env.BENCH_NODE_FLAGS.split(' ').filter(Boolean));
-  const child = spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'bin/lockstep.js'), 'serve', '--config', cfgFile, ...(NO_WORKERS || SPLIT ? ['--no-workers'] : [])], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, ...NODE_ENV_VARS },
-  });
+  const child = launchLockstep(['serve', '--config', cfgFile, ...(NO_WORKERS || SPLIT ? ['--no-workers'] : [])]);
   let worker: ChildProcess | undefined;
   if (SPLIT) {
     const workerCfg = join(dir, 'worker.json');
     writeFileSync(workerCfg, JSON.stringify({ ...config, server: { ...config.server, port: port + 1 } }));
-    worker = spawn(process.execPath, [...NODE_FLAGS, join(ROOT, 'bin/lockstep.js'), 'worker', '--config', workerCfg], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...NODE_ENV_VARS } });
+    worker = launchLockstep(['worker', '--config', workerCfg]);
   }
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {

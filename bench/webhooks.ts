@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { Pool } from 'undici';
 import { Redis } from 'ioredis';
-import { NODE_ENV_VARS, NODE_FLAGS } from '../src/node-flags.ts';
+import { launchLockstep } from './lockstep-process.ts';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -174,9 +174,7 @@ async function main(): Promise<void> {
   };
   const cfgFile = join(dir, 'lockstep.json');
   writeFileSync(cfgFile, JSON.stringify(config));
-  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-  const launch = (args: string[]) =>
-    spawn(process.execPath, [...NODE_FLAGS, ...prof, join(ROOT, 'bin/lockstep.js'), ...args], { stdio: ['ignore', process.env.BENCH_LOG_LEVEL ? 'inherit' : 'ignore', 'inherit'], env: { ...process.env, ...NODE_ENV_VARS } });
+  const launch = (args: string[]) => launchLockstep(args, { logs: Boolean(process.env.BENCH_LOG_LEVEL) });
   // One process creates the schema before two processes open it.
   await new Promise<void>((resolve, reject) => launch(['migrate', '--config', cfgFile]).on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`migrate exited ${c}`)))));
   const lockstep = launch(['serve', '--config', cfgFile, ...(SPLIT || INTAKE_ONLY ? ['--no-workers'] : [])]);
