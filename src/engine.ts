@@ -8,7 +8,7 @@ import { applyQueueName, Queues, RECONCILE_QUEUE, redisConnection, type ApplyJob
 import { PlanAhead } from './queue/backpressure.ts';
 import { Pacer } from './queue/pacing.ts';
 import { retryDelayMs } from './queue/retry.ts';
-import { Applier, RetryableApplyError } from './reconcile/applier.ts';
+import { APPLY_JOBS_PER_SLOT, Applier, RetryableApplyError } from './reconcile/applier.ts';
 import { Reconciler } from './reconcile/reconciler.ts';
 import { Sweeper } from './reconcile/sweeper.ts';
 import { EffectivenessWatcher } from './reconcile/effectiveness.ts';
@@ -133,7 +133,7 @@ export class Engine {
         {
           connection: this.workerConnection(),
           prefix,
-          concurrency: ls.apply.concurrency,
+          concurrency: ls.apply.concurrency * APPLY_JOBS_PER_SLOT,
           lockDuration,
           maxStalledCount: 1000,
           stalledInterval: lockDuration,

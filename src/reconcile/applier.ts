@@ -17,6 +17,7 @@ import type { Store } from '../store/db.ts';
 import type { Database } from '../store/schema.ts';
 import type { IdentityRepo } from '../store/identities.ts';
 import { raiseTask, taskDeadlineMs } from './tasks.ts';
+import { Slots } from '../queue/slots.ts';
 
 /**
  * Runs one person's pending operations on one lock system, strictly in plan order. There is
@@ -46,6 +47,15 @@ const UPSERT_STATE =
   'on conflict (lock_system_id, person_id) do update set access = excluded.access, departed = excluded.departed, end_date = excluded.end_date, updated_at = excluded.updated_at';
 const UPSERT_STATE_WITH_REMOTE = `${UPSERT_STATE}, remote_person_id = excluded.remote_person_id`;
 const KEY_CHANGE_COLUMNS = ['id', 'operation_id', 'lock_system_id', 'person_id', 'key_id', 'kind', 'revocation', 'job_id', 'accepted_at', 'horizon'];
+
+/**
+ * Apply jobs a worker runs per slot of `apply.concurrency`. Between two calls to the lock
+ * system a job spends several milliseconds of its own (claiming the operation, recording the
+ * acceptance, BullMQ finishing it and handing over the next); with a spare job per slot,
+ * another job's call takes the slot meanwhile and the lock system sees `apply.concurrency`
+ * operations in flight, not fewer.
+ */
+export const APPLY_JOBS_PER_SLOT = 2;
 
 export class RetryableApplyError extends Error {
   readonly retryAfterMs: number | undefined;
@@ -101,9 +111,12 @@ export class Applier {
   private readonly metrics: Metrics | undefined;
 
   private readonly collectDeadlineMs: Map<string, number>;
+  /** `apply.concurrency` per lock system: operations in flight there (see APPLY_JOBS_PER_SLOT). */
+  private readonly slots: Map<string, Slots>;
 
   constructor(deps: { store: Store; identities: IdentityRepo; lockSystems: Map<string, LockSystem>; log: Logger; metrics?: Metrics; config: Config }) {
     this.collectDeadlineMs = new Map(deps.config.lockSystems.map((l) => [l.id, taskDeadlineMs(l.tasks)]));
+    this.slots = new Map(deps.config.lockSystems.map((l) => [l.id, new Slots(l.apply.concurrency)]));
     this.store = deps.store;
     this.identities = deps.identities;
     this.systems = deps.lockSystems;
@@ -114,7 +127,8 @@ export class Applier {
   async process(job: Job<ApplyJob>, hooks: ApplyHooks): Promise<ApplyOutcome> {
     const { personId, lockSystemId } = job.data;
     const system = this.systems.get(lockSystemId);
-    if (!system) throw new Error(`lock system ${lockSystemId} is not configured`);
+    const slots = this.slots.get(lockSystemId);
+    if (!system || !slots) throw new Error(`lock system ${lockSystemId} is not configured`);
     const outcome: ApplyOutcome = { accepted: 0, dead: 0 };
     const jobId = job.id ?? '';
     let person: PersonRef | undefined;
@@ -127,9 +141,13 @@ export class Applier {
       person ??= await this.personRef(personId);
       const kind = op.kind as OperationKind;
       const access = JSON.parse(op.access) as string[];
-      const started = performance.now();
+      let started = performance.now();
       try {
-        const result = await system.apply({ operationId: op.id, kind, access, person });
+        const ref = person;
+        const result = await slots.hold(() => {
+          started = performance.now();
+          return system.apply({ operationId: op.id, kind, access, person: ref });
+        });
         this.metrics?.operationSeconds.observe({ lock_system: lockSystemId, kind }, (performance.now() - started) / 1000);
         next = await this.accept(lockSystemId, personId, op, result, endDateOf(person.terminationDate), jobId);
         outcome.accepted += 1;
