@@ -2,7 +2,10 @@
  * Lockdown benchmark: revoke-all of N keys (half on the iLOQ simulator, half on the CLIQ
  * simulator, each answering after `--latency` ms), then the lift.
  *
- *   node bench/lockdown.ts [--keys 10000] [--latency 20] [--concurrency 64] [--workers N]
+ *   node bench/lockdown.ts [--keys 10000] [--latency 20] [--concurrency N] [--workers N]
+ *
+ * --concurrency defaults to lockstep's own default for `apply.concurrency` (16): the bench
+ * measures lockstep as it ships unless told otherwise.
  *
  * BENCH_TRACE=1 prints, while a phase runs, the requests in flight at each simulator and the
  * apply and reconcile queues' lengths in Redis (where the pipeline waits), and after it the CPU
@@ -35,7 +38,7 @@ import { startCliqSimulator } from '../adapters/locks/cliq/simulator.ts';
 import { startIloqSimulator } from '../adapters/locks/iloq/simulator.ts';
 import { sha256Hex } from '../src/http/admin-auth.ts';
 import { policyFingerprint } from '../src/reconcile/policy-change.ts';
-import { configSchema } from '../src/config/schema.ts';
+import { configSchema, DEFAULT_APPLY_CONCURRENCY } from '../src/config/schema.ts';
 import { openStore } from '../src/store/db.ts';
 import { IdentityRepo } from '../src/store/identities.ts';
 import { killOnExit, launchLockstep } from './lockstep-process.ts';
@@ -46,7 +49,7 @@ const arg = (name: string, dflt: number) => {
 };
 const KEYS = arg('keys', 10_000);
 const LATENCY = arg('latency', 20);
-const CONCURRENCY = arg('concurrency', 64);
+const CONCURRENCY = arg('concurrency', DEFAULT_APPLY_CONCURRENCY);
 /** --workers N: `serve --no-workers` plus N `lockstep worker` processes (scale-out on one host). */
 const WORKERS = arg('workers', 0);
 /** apply.concurrency is per process: with worker processes each gets its share of the total. */

@@ -123,10 +123,13 @@ export const retrySchema = z
   })
   .strict();
 
+/** Operations in flight at one lock system, per process, unless `apply.concurrency` says otherwise. */
+export const DEFAULT_APPLY_CONCURRENCY = 16;
+
 const applySchema = z
   .object({
-    /** Parallel apply jobs (persons) against this lock system. */
-    concurrency: z.number().int().min(1).max(256).default(16),
+    /** Operations in flight at this lock system at once (each for one person), per process. */
+    concurrency: z.number().int().min(1).max(256).default(DEFAULT_APPLY_CONCURRENCY),
     /** At most `max` apply jobs start per `durationMs` (BullMQ limiter, per lock system). */
     rateLimit: z
       .object({ max: z.number().int().min(1), durationMs: z.number().int().min(1) })
@@ -213,7 +216,7 @@ const lockSystemBase = {
     })
     .strict()
     .default({ collectDeadlineDays: 14, blocklistOverdue: false }),
-  apply: applySchema.default({ concurrency: 16, retry: { attempts: 20, baseMs: 500, maxMs: 300_000 }, requestTimeoutMs: 15_000 }),
+  apply: applySchema.default({ concurrency: DEFAULT_APPLY_CONCURRENCY, retry: { attempts: 20, baseMs: 500, maxMs: 300_000 }, requestTimeoutMs: 15_000 }),
 };
 
 export const lockSystemSchema = z.discriminatedUnion('kind', [
