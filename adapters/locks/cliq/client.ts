@@ -26,7 +26,8 @@
  */
 
 import { readFile } from 'node:fs/promises';
-import { Agent, request } from 'undici';
+import { Agent } from 'undici';
+import { exchange, type HttpAnswer } from '../shared/exchange.ts';
 import type { Logger } from 'pino';
 import { LockSystemError } from '../../../src/ports/lock-system.ts';
 
@@ -164,12 +165,6 @@ export interface CliqClientOptions {
 type Method = 'GET' | 'PUT' | 'POST';
 type Query = Record<string, string | number | undefined>;
 
-interface Raw {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
-}
-
 const enc = encodeURIComponent;
 const noop = () => {};
 const silent = { debug: noop, info: noop, warn: noop, error: noop } as unknown as CliqLogger;
@@ -190,7 +185,7 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
 }
 
 /** HTTP answer (not 2xx) → LockSystemError, per the table in the file comment. */
-export function cliqError(method: string, path: string, res: Raw): LockSystemError {
+export function cliqError(method: string, path: string, res: HttpAnswer): LockSystemError {
   const { status } = res;
   const body = errorBody(res.text);
   const what = `CLIQ ${method} ${path} answered ${status}${body ? ` ${body.code}: ${body.message}` : ''}`;
@@ -371,7 +366,7 @@ export class CliqClient {
     return { status: res.status, body: this.interpret<T>(method, path, res) };
   }
 
-  private interpret<T>(method: Method, path: string, res: Raw): T {
+  private interpret<T>(method: Method, path: string, res: HttpAnswer): T {
     if (res.status < 200 || res.status >= 300) throw cliqError(method, path, res);
     if (!res.text) throw new LockSystemError('retryable', `CLIQ ${method} ${path} answered ${res.status} without a body`);
     try {
@@ -381,7 +376,7 @@ export class CliqClient {
     }
   }
 
-  private async raw(method: Method, path: string, query: Query | undefined, body: unknown): Promise<Raw> {
+  private async raw(method: Method, path: string, query: Query | undefined, body: unknown): Promise<HttpAnswer> {
     const agent = await this.dispatcher();
     const headers: Record<string, string> = { accept: 'application/json' };
     if (this.opts.bearerToken) headers.authorization = `Bearer ${this.opts.bearerToken}`;
@@ -392,17 +387,7 @@ export class CliqClient {
     }
     const timeout = this.opts.requestTimeoutMs;
     try {
-      const res = await request(this.base + path + queryString(query), {
-        method,
-        headers,
-        body: payload,
-        dispatcher: agent,
-        headersTimeout: timeout,
-        bodyTimeout: timeout,
-        signal: AbortSignal.timeout(timeout),
-      });
-      const text = await res.body.text();
-      return { status: res.statusCode, headers: res.headers, text };
+      return await exchange(agent, { method, url: this.base + path + queryString(query), headers, body: payload, timeoutMs: timeout });
     } catch (err) {
       throw cliqTransportError(method, path, timeout, err, Boolean(this.opts.tls));
     }

@@ -14,7 +14,8 @@
  * Secrets: the password and session ids are never logged nor put into error messages.
  */
 
-import { Agent, request } from 'undici';
+import { Agent } from 'undici';
+import { exchange, type HttpAnswer } from '../shared/exchange.ts';
 import type { Logger } from 'pino';
 import { LockSystemError } from '../../../src/ports/lock-system.ts';
 import {
@@ -66,12 +67,6 @@ class SessionRejected extends Error {
     super(`session rejected (${status})`);
     this.status = status;
   }
-}
-
-interface RawResponse {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
 }
 
 const noop = () => {};
@@ -281,7 +276,7 @@ export class IloqClient {
   }
 
   /** Maps a complete HTTP answer to its JSON value or to a LockSystemError. */
-  private interpret(method: HttpMethod, path: string, res: RawResponse): unknown {
+  private interpret(method: HttpMethod, path: string, res: HttpAnswer): unknown {
     const { status } = res;
     if (status >= 200 && status < 300) return parseBody(res, method, path);
     const what = `iLOQ ${method} ${path} answered ${status}${messageOf(res)}`;
@@ -293,7 +288,7 @@ export class IloqClient {
     return fail(new LockSystemError('permanent', what, { status }));
   }
 
-  private async raw(method: HttpMethod, url: string, opts: { body?: unknown; sessionId?: string }): Promise<RawResponse> {
+  private async raw(method: HttpMethod, url: string, opts: { body?: unknown; sessionId?: string }): Promise<HttpAnswer> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (opts.sessionId) headers.SessionId = opts.sessionId;
     if (this.opts.apiKey) headers['x-api-key'] = this.opts.apiKey;
@@ -304,17 +299,7 @@ export class IloqClient {
     }
     const timeout = this.opts.requestTimeoutMs;
     try {
-      const res = await request(url, {
-        method,
-        headers,
-        body: payload,
-        dispatcher: this.agent,
-        headersTimeout: timeout,
-        bodyTimeout: timeout,
-        signal: AbortSignal.timeout(timeout),
-      });
-      const text = await res.body.text();
-      return { status: res.statusCode, headers: res.headers, text };
+      return await exchange(this.agent, { method, url, headers, body: payload, timeoutMs: timeout });
     } catch (err) {
       const e = err as Error & { code?: string };
       const reason = e.name === 'TimeoutError' || e.name === 'AbortError' ? `timed out after ${timeout} ms` : `${e.code ?? e.name}: ${e.message}`;
@@ -339,7 +324,7 @@ function queryString(query: Query | undefined): string {
   return s ? `?${s}` : '';
 }
 
-function parseBody(res: RawResponse, method: HttpMethod, path: string): unknown {
+function parseBody(res: HttpAnswer, method: HttpMethod, path: string): unknown {
   if (res.text === '') return undefined;
   try {
     return JSON.parse(res.text);
@@ -350,7 +335,7 @@ function parseBody(res: RawResponse, method: HttpMethod, path: string): unknown 
   }
 }
 
-function messageOf(res: RawResponse): string {
+function messageOf(res: HttpAnswer): string {
   if (!res.text) return '';
   try {
     const body = JSON.parse(res.text) as ErrorBody | string;
