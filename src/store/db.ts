@@ -9,6 +9,7 @@ import { GroupCommit, runAfter, type AfterCommit, type Change } from './group-co
 import { migrations } from './migrations.ts';
 import type { Database } from './schema.ts';
 import { openSqlite } from './sqlite-driver.ts';
+import type { DirectSql } from './sql.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -43,13 +44,17 @@ export function openStore(cfg: StoreOptions): Store {
     return storeOn(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), 'postgres');
   }
   if (cfg.sqlite.path !== ':memory:') mkdirSync(dirname(cfg.sqlite.path), { recursive: true });
-  const { kysely } = openSqlite(cfg.sqlite.path, { cacheMB: cfg.sqlite.cacheMB });
-  return storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite');
+  const { kysely, direct } = openSqlite(cfg.sqlite.path, { cacheMB: cfg.sqlite.cacheMB });
+  return storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite', direct);
 }
 
-/** A Store over an existing Kysely instance (tests wrap one with plugins that watch queries). */
-export function storeOn(db: Kysely<Database>, dialect: Dialect): Store {
-  const commits = dialect === 'sqlite' ? new GroupCommit(db) : undefined;
+/**
+ * A Store over an existing Kysely instance (tests wrap one with plugins that watch queries).
+ * `direct`: SQLite statements the writer's transactions may run without Kysely (withDirectSql);
+ * without it every statement goes through Kysely and its plugins.
+ */
+export function storeOn(db: Kysely<Database>, dialect: Dialect, direct?: DirectSql): Store {
+  const commits = dialect === 'sqlite' ? new GroupCommit(db, direct) : undefined;
   // PostgreSQL: each change is its own transaction; close waits for those under way.
   const inflight = new Set<Promise<unknown>>();
   let closed = false;

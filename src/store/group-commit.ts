@@ -1,6 +1,7 @@
-import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
 import type { Database } from './schema.ts';
+import { exec, withDirectSql, type DirectSql } from './sql.ts';
 
 /**
  * One change: writes through `trx` and records its audit entries in `log`. The entries are
@@ -36,9 +37,11 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
-const SAVEPOINT = CompiledQuery.raw('savepoint change');
-const RELEASE = CompiledQuery.raw('release savepoint change');
-const ROLLBACK_TO = CompiledQuery.raw('rollback to savepoint change');
+type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+const SAVEPOINT = 'savepoint change';
+const RELEASE = 'release savepoint change';
+const ROLLBACK_TO = 'rollback to savepoint change';
 
 /** Most changes one SQLite transaction takes (keeps a batch's latency bounded). */
 const GROUP_MAX = 64;
@@ -60,14 +63,17 @@ const GROUP_MAX = 64;
  */
 export class GroupCommit {
   private readonly db: Kysely<Database>;
+  private readonly direct: DirectSql | undefined;
   private queue: Pending[] = [];
   private scheduled = false;
   private running = false;
   private closed = false;
   private idleWaiters: Array<() => void> = [];
 
-  constructor(db: Kysely<Database>) {
+  /** `direct`: the statements of the shared transaction may skip Kysely (see withDirectSql). */
+  constructor(db: Kysely<Database>, direct?: DirectSql) {
     this.db = db;
+    this.direct = direct;
   }
 
   run<T>(fn: Change<T>, after?: AfterCommit<T>): Promise<T> {
@@ -95,36 +101,39 @@ export class GroupCommit {
     });
   }
 
+  /** The batch's changes, each in its own savepoint unless alone, then their audit entries. */
+  private async runBatch(trx: Transaction<Database>, batch: Pending[], outcomes: Outcome[]): Promise<void> {
+    const log: AuditEntry[] = [];
+    for (const change of batch) {
+      const own: AuditEntry[] = [];
+      if (batch.length === 1) {
+        outcomes.push({ ok: true, value: await change.fn(trx, own) });
+        append(log, own);
+        continue;
+      }
+      await exec(trx, SAVEPOINT, []);
+      try {
+        const value = await change.fn(trx, own);
+        await exec(trx, RELEASE, []);
+        outcomes.push({ ok: true, value });
+        append(log, own);
+      } catch (error) {
+        await exec(trx, ROLLBACK_TO, []);
+        await exec(trx, RELEASE, []);
+        outcomes.push({ ok: false, error });
+      }
+    }
+    await appendAudit(trx, 'sqlite', log);
+  }
+
   private async drain(): Promise<void> {
     this.running = true;
     try {
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, GROUP_MAX);
-        const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+        const outcomes: Outcome[] = [];
         try {
-          await this.db.transaction().execute(async (trx) => {
-            const log: AuditEntry[] = [];
-            for (const change of batch) {
-              const own: AuditEntry[] = [];
-              if (batch.length === 1) {
-                outcomes.push({ ok: true, value: await change.fn(trx, own) });
-                append(log, own);
-                continue;
-              }
-              await trx.executeQuery(SAVEPOINT);
-              try {
-                const value = await change.fn(trx, own);
-                await trx.executeQuery(RELEASE);
-                outcomes.push({ ok: true, value });
-                append(log, own);
-              } catch (error) {
-                await trx.executeQuery(ROLLBACK_TO);
-                await trx.executeQuery(RELEASE);
-                outcomes.push({ ok: false, error });
-              }
-            }
-            await appendAudit(trx, 'sqlite', log);
-          });
+          await this.db.transaction().execute((trx) => (this.direct ? withDirectSql(trx, this.direct, () => this.runBatch(trx, batch, outcomes)) : this.runBatch(trx, batch, outcomes)));
         } catch (error) {
           // A lone change's own error, or a failed commit: nothing of the batch was written.
           batch.forEach((c, i) => {

@@ -1,12 +1,13 @@
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import type { SqliteDatabase, SqliteStatement } from 'kysely';
+import type { DirectSql } from './sql.ts';
 
 /**
  * Kysely's SqliteDialect expects a better-sqlite3-shaped object. node:sqlite is built in and
  * needs no native addon, so we adapt it: `reader` is derived from the statement's result
  * columns, and parameters are spread because node:sqlite takes them as varargs.
  */
-export function openSqlite(path: string, opts: { cacheMB?: number } = {}): { db: DatabaseSync; kysely: SqliteDatabase } {
+export function openSqlite(path: string, opts: { cacheMB?: number } = {}): { db: DatabaseSync; kysely: SqliteDatabase; direct: DirectSql } {
   const db = new DatabaseSync(path);
   // WAL lets readers (admin API) run beside the writer; NORMAL is durable across process crashes.
   db.exec('PRAGMA journal_mode = WAL');
@@ -44,5 +45,12 @@ export function openSqlite(path: string, opts: { cacheMB?: number } = {}): { db:
       return wrapped;
     },
   };
-  return { db, kysely };
+  // The same cached statements, without Kysely around them (see withDirectSql).
+  const direct: DirectSql = (text, params) => {
+    const stmt = kysely.prepare(text);
+    if (stmt.reader) return stmt.all(params);
+    stmt.run(params);
+    return [];
+  };
+  return { db, kysely, direct };
 }

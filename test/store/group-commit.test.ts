@@ -113,3 +113,36 @@ describe('group commit on SQLite', () => {
     }
   });
 });
+
+describe('statements of the SQLite writer without Kysely', () => {
+  let t: TestStore;
+  afterEach(async () => t?.cleanup());
+
+  it('run straight on SQLite inside the writer transactions only, and roll back with them', async () => {
+    t = await freshStore('sqlite');
+    const { kysely, direct } = openSqlite(t.storeConfig.sqlite.path);
+    const seen: string[] = [];
+    const store = storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite', (text, params) => {
+      seen.push(text);
+      return direct(text, params);
+    });
+    try {
+      await Promise.allSettled([
+        put(store, 'k1', 'a'),
+        store.write(async (trx) => {
+          await exec(trx, 'insert into meta (key, value) values (?, ?)', ['k2', 'undone']);
+          throw new Error('refused');
+        }),
+      ]);
+      expect(seen).toContain('insert into meta (key, value) values (?, ?)');
+      expect(seen).toContain('rollback to savepoint change');
+      // Outside a writer transaction (a read beside it), Kysely runs it: it waits for the commit.
+      seen.length = 0;
+      expect(await keys(store)).toEqual(['k1']);
+      expect(seen).toEqual([]);
+      expect((await verifyAudit(store.db)).ok).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+});
