@@ -4,7 +4,8 @@ import type { Database } from './schema.ts';
 
 /**
  * Fixed SQL text for the hot paths (every SCIM request, every reconcile, every apply), run
- * through Kysely's executor: same connection, same transactions, same plugins for results.
+ * through Kysely's executor (same connection, same transactions, same plugins for results), or
+ * straight on SQLite inside the SQLite writer's transactions (withDirectSql).
  * Building and compiling a query with the builder costs about as much as running it on
  * SQLite, so statements that run thousands of times a second are written once, as text, in
  * the SQL both backends share; `?` placeholders become `$n` for PostgreSQL. Dynamic queries
