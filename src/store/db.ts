@@ -9,7 +9,7 @@ import { GroupCommit, runAfter, type AfterCommit, type Change } from './group-co
 import { migrations } from './migrations.ts';
 import type { Database } from './schema.ts';
 import { openSqlite } from './sqlite-driver.ts';
-import type { DirectSql } from './sql.ts';
+import { readsBeside, type DirectSql } from './sql.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -44,8 +44,10 @@ export function openStore(cfg: StoreOptions): Store {
     return storeOn(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), 'postgres');
   }
   if (cfg.sqlite.path !== ':memory:') mkdirSync(dirname(cfg.sqlite.path), { recursive: true });
-  const { kysely, direct } = openSqlite(cfg.sqlite.path, { cacheMB: cfg.sqlite.cacheMB });
-  return storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite', direct);
+  const { kysely, direct, read } = openSqlite(cfg.sqlite.path, { cacheMB: cfg.sqlite.cacheMB });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) });
+  if (read) readsBeside(db, read);
+  return storeOn(db, 'sqlite', direct);
 }
 
 /**

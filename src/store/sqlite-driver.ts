@@ -1,4 +1,4 @@
-import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import type { SqliteDatabase, SqliteStatement } from 'kysely';
 import type { DirectSql } from './sql.ts';
 
@@ -7,7 +7,7 @@ import type { DirectSql } from './sql.ts';
  * needs no native addon, so we adapt it: `reader` is derived from the statement's result
  * columns, and parameters are spread because node:sqlite takes them as varargs.
  */
-export function openSqlite(path: string, opts: { cacheMB?: number } = {}): { db: DatabaseSync; kysely: SqliteDatabase; direct: DirectSql } {
+export function openSqlite(path: string, opts: { cacheMB?: number } = {}): { db: DatabaseSync; kysely: SqliteDatabase; direct: DirectSql; read: DirectSql | undefined } {
   const db = new DatabaseSync(path);
   // WAL lets readers (admin API) run beside the writer; NORMAL is durable across process crashes.
   db.exec('PRAGMA journal_mode = WAL');
@@ -20,8 +20,13 @@ export function openSqlite(path: string, opts: { cacheMB?: number } = {}): { db:
   db.exec('PRAGMA temp_store = MEMORY');
   db.exec('PRAGMA foreign_keys = ON');
   const cache = new Map<string, SqliteStatement>();
+  // A second connection to an in-memory database would be another, empty database.
+  const reader = path === ':memory:' ? undefined : openReader(path);
   const kysely: SqliteDatabase = {
-    close: () => db.close(),
+    close: () => {
+      reader?.close();
+      db.close();
+    },
     prepare(text: string): SqliteStatement {
       // Every lockstep transaction writes. BEGIN IMMEDIATE takes the write lock up front, so a
       // second process (`lockstep worker` beside `serve`) waits on busy_timeout instead of
@@ -52,5 +57,42 @@ export function openSqlite(path: string, opts: { cacheMB?: number } = {}): { db:
     stmt.run(params);
     return [];
   };
-  return { db, kysely, direct };
+  return { db, kysely, direct, read: reader?.read };
+}
+
+/** Page cache of the reading connection: reads of hot rows and index pages, not whole tables. */
+const READER_CACHE_KIB = 2048;
+
+/**
+ * A second, query-only connection for plain reads outside the writer's transactions (see
+ * readsBeside in sql.ts). In WAL mode it reads the last committed state without waiting for the
+ * writer, and a read never sees what an open transaction has not committed yet.
+ */
+function openReader(path: string): { read: DirectSql; close: () => void } {
+  let db: DatabaseSync | undefined;
+  const statements = new Map<string, StatementSync>();
+  const read: DirectSql = (text, params) => {
+    // Opened on first use: the writer has created the file and set WAL mode by then.
+    if (!db) {
+      db = new DatabaseSync(path);
+      db.exec('PRAGMA query_only = ON');
+      db.exec('PRAGMA busy_timeout = 5000');
+      db.exec(`PRAGMA cache_size = -${READER_CACHE_KIB}`);
+      db.exec('PRAGMA temp_store = MEMORY');
+    }
+    let stmt = statements.get(text);
+    if (!stmt) {
+      stmt = db.prepare(text);
+      if (statements.size < 2000) statements.set(text, stmt);
+    }
+    return stmt.all(...(params as SQLInputValue[]));
+  };
+  return {
+    read,
+    close: () => {
+      db?.close();
+      db = undefined;
+      statements.clear();
+    },
+  };
 }

@@ -146,3 +146,30 @@ describe('statements of the SQLite writer without Kysely', () => {
     }
   });
 });
+
+describe('plain reads beside the SQLite writer', () => {
+  let t: TestStore;
+  afterEach(async () => t?.cleanup());
+
+  it('read the last committed state at once, without waiting for an open transaction', async () => {
+    t = await freshStore('sqlite');
+    await put(t.store, 'k1', 'a');
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let inside!: () => void;
+    const opened = new Promise<void>((r) => (inside = r));
+    // Holds its transaction open (a test breaks the writer's contract on purpose).
+    const writing = t.store.write(async (trx) => {
+      await exec(trx, 'insert into meta (key, value) values (?, ?)', ['k2', 'b']);
+      inside();
+      await held;
+      return 'k2';
+    });
+    await opened;
+    // Through Kysely this read would wait for the transaction (one connection, one lock).
+    expect(await keys(t.store)).toEqual(['k1']);
+    release();
+    await writing;
+    expect(await keys(t.store)).toEqual(['k1', 'k2']);
+  });
+});
