@@ -4,8 +4,9 @@ import type { Database } from './schema.ts';
 
 /**
  * Fixed SQL text for the hot paths (every SCIM request, every reconcile, every apply), run
- * through Kysely's executor (same connection, same transactions, same plugins for results), or
- * straight on SQLite inside the SQLite writer's transactions (withDirectSql).
+ * through Kysely's executor (same connection, same transactions, same plugins for results); on
+ * SQLite, straight on the connection inside the writer's transactions (withDirectSql) and on a
+ * reading connection for plain reads outside transactions (readsBeside).
  * Building and compiling a query with the builder costs about as much as running it on
  * SQLite, so statements that run thousands of times a second are written once, as text, in
  * the SQL both backends share; `?` placeholders become `$n` for PostgreSQL. Dynamic queries
@@ -30,8 +31,8 @@ const directIn = new WeakMap<object, DirectSql>();
  * writer's transactions). Kysely puts every statement through a connection lock and several
  * promises: for the hot paths' small statements on SQLite, which answers synchronously, that
  * was a third of everything lockstep allocates and more CPU than the statement itself. Only a
- * transaction that holds SQLite's one connection may do this: nothing else can run statements
- * on it until the transaction ends, so going around Kysely changes no ordering. Statements
+ * transaction that holds the writing connection may do this: nothing else can run statements
+ * on that connection until the transaction ends, so going around Kysely changes no ordering. Statements
  * built with the query builder still go through Kysely, on the same connection.
  */
 export async function withDirectSql<T>(trx: Transaction<Database>, direct: DirectSql, fn: () => Promise<T>): Promise<T> {
@@ -49,7 +50,7 @@ const PLAIN_READ = /^\s*select\s/i;
 /**
  * Sends the plain reads `exec` runs on `db` itself (outside any transaction) to `read`: on
  * SQLite, a second connection that reads the last committed state. Through Kysely they waited
- * for the writer's open transaction to end (one connection, one lock) and paid its per-query
+ * for the writer's open transaction to end (the writing connection has one lock) and paid its per-query
  * machinery (~2 of ~4 us per read). Reads inside a transaction stay on it.
  */
 export function readsBeside(db: Kysely<Database>, read: DirectSql): void {
