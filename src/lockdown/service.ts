@@ -10,7 +10,7 @@ import { markEveryoneDirty, PRIORITY_NORMAL } from '../store/identities.ts';
 import type { Database, LockdownsTable } from '../store/schema.ts';
 import { inChunks } from '../queue/chunks.ts';
 import { roundRobin } from './order.ts';
-import { exec } from '../store/sql.ts';
+import { exec, placeholders } from '../store/sql.ts';
 
 /** Persons queued before a lockdown's start or lift is answered; the rest follow in chunks. */
 const FIRST_BATCH = 4;
@@ -296,7 +296,11 @@ export class LockdownService {
   async activeViews(db: Kysely<Database> = this.store.db): Promise<LockdownView[]> {
     const rows = await exec<{ id: string; scope: string }>(db, IN_FORCE, []);
     if (rows.length === 0) return [];
-    const ex = await db.selectFrom('lockdown_exemptions').select(['lockdown_id', 'kind', 'value']).where('lockdown_id', 'in', rows.map((r) => r.id)).execute();
+    const ex = await exec<{ lockdown_id: string; kind: string; value: string }>(
+      db,
+      `select lockdown_id, kind, value from lockdown_exemptions where lockdown_id in (${placeholders(rows.length)})`,
+      rows.map((r) => r.id),
+    );
     return rows.map((r) => ({
       id: r.id,
       scope: JSON.parse(r.scope) as LockdownScope,

@@ -1,4 +1,5 @@
 import { newId } from '../store/ids.ts';
+import { exec } from '../store/sql.ts';
 import type { Transaction } from 'kysely';
 import type { AuditEntry } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
@@ -12,6 +13,12 @@ import type { Database } from '../store/schema.ts';
  */
 
 const DAY_MS = 86_400_000;
+
+// Every leaver with a physical key raises one: fixed SQL (src/store/sql.ts).
+const OPEN_TASK = 'select id from tasks where lock_system_id = ? and person_id = ? and key_id = ? and kind = ? and done_at is null limit 1';
+const INSERT_TASK =
+  'insert into tasks (id, lock_system_id, person_id, key_id, kind, description, reason, correlation_id, created_at, deadline, done_at, done_by, note) ' +
+  'values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, null, null, null)';
 
 /** How long a task has before it is overdue: `collectDeadlineHours` when set, else `collectDeadlineDays`. */
 export function taskDeadlineMs(tasks: Config['lockSystems'][number]['tasks'] | undefined): number {
@@ -41,36 +48,11 @@ export interface RaiseTask {
  * or undefined when an open task already covers it.
  */
 export async function raiseTask(trx: Transaction<Database>, t: RaiseTask): Promise<AuditEntry | undefined> {
-  const open = await trx
-    .selectFrom('tasks')
-    .select('id')
-    .where('lock_system_id', '=', t.lockSystemId)
-    .where('person_id', '=', t.personId)
-    .where('key_id', '=', t.keyId)
-    .where('kind', '=', t.task.kind)
-    .where('done_at', 'is', null)
-    .executeTakeFirst();
+  const [open] = await exec<{ id: string }>(trx, OPEN_TASK, [t.lockSystemId, t.personId, t.keyId, t.task.kind]);
   if (open) return undefined;
   const id = newId();
   const deadline = t.now + t.deadlineMs;
-  await trx
-    .insertInto('tasks')
-    .values({
-      id,
-      lock_system_id: t.lockSystemId,
-      person_id: t.personId,
-      key_id: t.keyId,
-      kind: t.task.kind,
-      description: t.task.description,
-      reason: t.reason,
-      correlation_id: t.correlationId,
-      created_at: t.now,
-      deadline,
-      done_at: null,
-      done_by: null,
-      note: null,
-    })
-    .execute();
+  await exec(trx, INSERT_TASK, [id, t.lockSystemId, t.personId, t.keyId, t.task.kind, t.task.description, t.reason, t.correlationId, t.now, deadline]);
   return {
     actor: t.actor,
     action: 'task.raised',
