@@ -743,7 +743,6 @@ export class IdentityRepo {
     // rejection) here would otherwise surface as an uncaught error and stop the daemon.
     this.told.add(marks).catch(() => {});
   }
-
 }
 
 // ---------- hot statements ----------

@@ -32,8 +32,8 @@ const directIn = new WeakMap<object, DirectSql>();
  * promises: for the hot paths' small statements on SQLite, which answers synchronously, that
  * was a third of everything lockstep allocates and more CPU than the statement itself. Only a
  * transaction that holds the writing connection may do this: nothing else can run statements
- * on that connection until the transaction ends, so going around Kysely changes no ordering. Statements
- * built with the query builder still go through Kysely, on the same connection.
+ * on that connection until the transaction ends, so going around Kysely changes no ordering.
+ * Statements built with the query builder still go through Kysely, on the same connection.
  */
 export async function withDirectSql<T>(trx: Transaction<Database>, direct: DirectSql, fn: () => Promise<T>): Promise<T> {
   directIn.set(trx, direct);
@@ -50,8 +50,8 @@ const PLAIN_READ = /^\s*select\s/i;
 /**
  * Sends the plain reads `exec` runs on `db` itself (outside any transaction) to `read`: on
  * SQLite, a second connection that reads the last committed state. Through Kysely they waited
- * for the writer's open transaction to end (the writing connection has one lock) and paid its per-query
- * machinery (~2 of ~4 us per read). Reads inside a transaction stay on it.
+ * for the writer's open transaction to end (the writing connection has one lock) and paid its
+ * per-query machinery (~2 of ~4 us per read). Reads inside a transaction stay on it.
  */
 export function readsBeside(db: Kysely<Database>, read: DirectSql): void {
   readersOf.set(db, read);

@@ -2,6 +2,9 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlit
 import type { SqliteDatabase, SqliteStatement } from 'kysely';
 import type { DirectSql } from './sql.ts';
 
+/** Prepared statements kept per connection (lockstep's distinct SQL texts are far fewer). */
+const STATEMENTS_KEPT = 2000;
+
 /**
  * Kysely's SqliteDialect expects a better-sqlite3-shaped object. node:sqlite is built in and
  * needs no native addon, so we adapt it: `reader` is derived from the statement's result
@@ -46,7 +49,7 @@ export function openSqlite(path: string, opts: { cacheMB?: number } = {}): { db:
         iterate: (params: ReadonlyArray<unknown>) => stmt.iterate(...(params as SQLInputValue[])) as IterableIterator<unknown>,
       };
       // Statement preparation dominates small queries; the set of distinct SQL strings is bounded.
-      if (cache.size < 2000) cache.set(sql, wrapped);
+      if (cache.size < STATEMENTS_KEPT) cache.set(sql, wrapped);
       return wrapped;
     },
   };
@@ -83,7 +86,7 @@ function openReader(path: string): { read: DirectSql; close: () => void } {
     let stmt = statements.get(text);
     if (!stmt) {
       stmt = db.prepare(text);
-      if (statements.size < 2000) statements.set(text, stmt);
+      if (statements.size < STATEMENTS_KEPT) statements.set(text, stmt);
     }
     return stmt.all(...(params as SQLInputValue[]));
   };
