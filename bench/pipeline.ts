@@ -10,7 +10,10 @@
  *  2. leaver latency p50/p99 from sending the SCIM PATCH to the iLOQ simulator acknowledging
  *     the last call of that person's leave (operation accepted_at), while 100 joiner events/s
  *     run in the background;
- *  3. lockstep's peak RSS (VmHWM).
+ *  3. lockstep's peak RSS (VmHWM);
+ *  4. the CPU time per event of lockstep, of this process (load generator and simulator) and of
+ *     Redis in each throughput phase: the three share the machine's cores, and the split shows
+ *     what bounds the rate on a given machine.
  * Results are printed and appended to bench/RESULTS.md. Not a test: it reports numbers.
  */
 import { randomBytes } from 'node:crypto';
@@ -141,25 +144,57 @@ async function main() {
     }
   };
 
+  // CPU seconds of the three parties on the machine's cores: lockstep, this process (load
+  // generator and simulator), and Redis (from its own INFO, wherever it runs).
+  const info = new Redis(REDIS_URL);
+  const redisCpu = async () => {
+    const text = await info.info('cpu');
+    return ['used_cpu_sys', 'used_cpu_user'].reduce((sum, k) => sum + Number(new RegExp(`${k}:([\\d.]+)`).exec(text)?.[1] ?? NaN), 0);
+  };
+  const lockstepCpu = () =>
+    children.reduce((sum, c) => {
+      const f = readFileSync(`/proc/${c.pid}/stat`, 'utf8').split(' ');
+      return sum + (Number(f[13]) + Number(f[14])) / 100;
+    }, 0);
+  const cpuNow = async () => {
+    const own = process.cpuUsage();
+    return { lockstep: lockstepCpu(), bench: (own.user + own.system) / 1e6, redis: await redisCpu() };
+  };
+  type Cpu = Awaited<ReturnType<typeof cpuNow>>;
+  /** CPU milliseconds per event of each party between two readings. */
+  const perEvent = (a: Cpu, b: Cpu, events: number) => ({
+    lockstep: ((b.lockstep - a.lockstep) * 1000) / events,
+    bench: ((b.bench - a.bench) * 1000) / events,
+    redis: ((b.redis - a.redis) * 1000) / events,
+  });
+  const fmtCpu = (c: ReturnType<typeof perEvent>) => `lockstep ${c.lockstep.toFixed(2)}, load generator + simulator ${c.bench.toFixed(2)}, Redis ${c.redis.toFixed(2)} ms`;
+
   // Warm-up: sessions, JIT, SQLite cache.
   const warm = await Promise.all(Array.from({ length: 200 }, () => joiner()));
   await settle('grant', warm.length);
 
   // 1. Throughput: joiners, then leavers of the same persons.
+  const cpu0 = await cpuNow();
   const t0 = Date.now();
   const ids: string[] = [];
   await pool(Array.from({ length: EVENTS }), async () => void ids.push(await joiner()));
   const tJoinSent = Date.now();
   const tJoinDone = await settle('grant', warm.length + EVENTS);
+  const cpu1 = await cpuNow();
   const t1 = Date.now();
   await pool(ids, (id) => leaver(id));
   const tLeaveSent = Date.now();
   const tLeaveDone = await settle('leave', EVENTS);
+  const cpu2 = await cpuNow();
+  const joinCpu = perEvent(cpu0, cpu1, EVENTS);
+  const leaveCpu = perEvent(cpu1, cpu2, EVENTS);
   const joinRate = EVENTS / ((tJoinDone - t0) / 1000);
   const leaveRate = EVENTS / ((tLeaveDone - t1) / 1000);
   const combined = (2 * EVENTS) / ((tJoinDone - t0 + tLeaveDone - t1) / 1000);
   console.log(`joiners: ${EVENTS} in ${tJoinDone - t0} ms (SCIM accepted in ${tJoinSent - t0} ms) = ${joinRate.toFixed(0)}/s end to end`);
   console.log(`leavers: ${EVENTS} in ${tLeaveDone - t1} ms (SCIM accepted in ${tLeaveSent - t1} ms) = ${leaveRate.toFixed(0)}/s end to end`);
+  console.log(`CPU per joiner: ${fmtCpu(joinCpu)}`);
+  console.log(`CPU per leaver: ${fmtCpu(leaveCpu)}`);
 
   // 2. Leaver latency under background load.
   const provisioned = await Promise.all(Array.from({ length: LEAVER_RATE * LATENCY_SECONDS }, () => joiner()));
@@ -205,22 +240,16 @@ async function main() {
   console.log(`leaver latency at ${BACKGROUND_RATE} joiners/s background: n=${latencies.length} p50=${p50} ms p99=${p99} ms max=${Math.max(...latencies)} ms (missing ${missing})`);
 
   let hwm = 0;
-  let cpuSeconds = 0;
-  for (const c of children) {
-    hwm += Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${c.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
-    const ticks = readFileSync(`/proc/${c.pid}/stat`, 'utf8').split(' ');
-    cpuSeconds += (Number(ticks[13]) + Number(ticks[14])) / 100;
-  }
-  const own = process.cpuUsage();
-  console.log(`lockstep peak RSS ${hwm.toFixed(0)} MB, CPU ${cpuSeconds.toFixed(1)} s; load generator + simulator CPU ${((own.user + own.system) / 1e6).toFixed(1)} s`);
+  for (const c of children) hwm += Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${c.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+  const total = await cpuNow();
+  console.log(`lockstep peak RSS ${hwm.toFixed(0)} MB, CPU ${total.lockstep.toFixed(1)} s; load generator + simulator CPU ${total.bench.toFixed(1)} s`);
 
   await Promise.all(children.map((c) => new Promise((r) => { c.once('exit', r); c.kill('SIGTERM'); })));
   db.close();
   await sim.close();
   await agent.close();
-  const r = new Redis(REDIS_URL);
-  for await (const b of r.scanStream({ match: `${prefix}:*`, count: 1000 })) if ((b as string[]).length) await r.del(...(b as string[]));
-  await r.quit();
+  for await (const b of info.scanStream({ match: `${prefix}:*`, count: 1000 })) if ((b as string[]).length) await info.del(...(b as string[]));
+  await info.quit();
   rmSync(dir, { recursive: true, force: true });
 
   const versions = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')).packages as Record<string, { version: string }>;
@@ -240,6 +269,8 @@ async function main() {
     `| leaver latency p50 at ${BACKGROUND_RATE} ev/s background | ${p50} ms | |`,
     `| leaver latency p99 at ${BACKGROUND_RATE} ev/s background | ${p99} ms | < 250 ms |`,
     `| lockstep peak RSS | ${hwm.toFixed(0)} MB | |`,
+    `| CPU per joiner event: lockstep / load generator + simulator / Redis | ${joinCpu.lockstep.toFixed(2)} / ${joinCpu.bench.toFixed(2)} / ${joinCpu.redis.toFixed(2)} ms | |`,
+    `| CPU per leaver event: lockstep / load generator + simulator / Redis | ${leaveCpu.lockstep.toFixed(2)} / ${leaveCpu.bench.toFixed(2)} / ${leaveCpu.redis.toFixed(2)} ms | |`,
     '',
   ].join('\n');
   appendFileSync(join(ROOT, 'bench/RESULTS.md'), `${row}\n`);
