@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { appendAudit, queryAudit } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
@@ -257,5 +256,3 @@ function parseTime(v: string | undefined): number | undefined | null {
 function iso(ms: number | null | undefined): string | null {
   return ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString();
 }
-
-export const newCorrelationId = () => randomUUID();

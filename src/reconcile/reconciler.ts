@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { AuditEntry } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import { applyToState, endDateOf, plan } from '../domain/planner.ts';
@@ -96,7 +95,7 @@ export class Reconciler {
   private async run(personId: string, dryRun: boolean): Promise<ReconcileResult> {
     const db = this.store.db;
     const [dirty] = await exec<{ generation: number; correlation_id: string }>(db, DIRTY_OF, [personId]);
-    const correlationId = dirty?.correlation_id ?? randomUUID();
+    const correlationId = dirty?.correlation_id ?? newId();
     const identity = await this.identities.loadIdentity(personId);
     const now = Date.now();
     const ctx: PolicyContext = { now, ...(identity?.createdAt !== undefined ? { createdAt: identity.createdAt } : {}) };

@@ -2,7 +2,7 @@ import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Queues } from '../queue/queues.ts';
 import type { Store } from '../store/db.ts';
-import { randomUUID } from 'node:crypto';
+import { newId } from '../store/ids.ts';
 import { markDirty, PRIORITY_LEAVER } from '../store/identities.ts';
 import { inChunks } from '../queue/chunks.ts';
 
@@ -49,7 +49,7 @@ export class Sweeper {
     if (due.length)
       await store.db.transaction().execute(async (trx) => {
         const now = Date.now();
-        for (const d of due) await markDirty(trx, d.person_id, PRIORITY_LEAVER, 'a date in the record passed', now - afterMs, randomUUID());
+        for (const d of due) await markDirty(trx, d.person_id, PRIORITY_LEAVER, 'a date in the record passed', now - afterMs, newId());
         await trx.deleteFrom('schedule').where('person_id', 'in', due.map((d) => d.person_id)).where('due_at', '<=', now).execute();
       });
     const dirty = await store.db.selectFrom('dirty').select(['person_id', 'priority']).where('marked_at', '<=', cutoff).orderBy('priority').orderBy('marked_at').limit(batch).execute();

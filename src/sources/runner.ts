@@ -7,6 +7,7 @@ import type { Logger } from '../log.ts';
 import { IdentitySourceError, type IdentitySource } from '../ports/identity-source.ts';
 import type { Store } from '../store/db.ts';
 import type { IdentityRepo } from '../store/identities.ts';
+import { newId } from '../store/ids.ts';
 import { upsertState, type HintStore, type Persisted } from './hints.ts';
 import { runSnapshot, type SnapshotSummary } from './snapshot.ts';
 import type { SourceSync } from './sync.ts';
@@ -322,7 +323,7 @@ export class SourceRunner {
   }
 
   private ctx(sourceId: string, correlationId?: string) {
-    return { actor: `source:${sourceId}`, correlationId: correlationId ?? randomUUID() };
+    return { actor: `source:${sourceId}`, correlationId: correlationId ?? newId() };
   }
 
   private async confirm(src: IdentitySource, d: Extract<SourceJob, { type: 'confirm' }>): Promise<JobResult> {

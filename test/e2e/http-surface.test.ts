@@ -27,6 +27,15 @@ describe('health, metrics and the admin API surface', () => {
     expect(await ready.json()).toEqual({ status: 'ready', checks: { store: 'ok', redis: 'ok' } });
   });
 
+  it('request ids are time-ordered UUIDs (they become correlation ids); a caller-chosen one is kept if safe', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await raw('/healthz')).headers.get('x-request-id')!);
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect([...ids].sort()).toEqual(ids);
+    expect((await raw('/healthz', { headers: { 'x-request-id': 'entra-abc.123' } })).headers.get('x-request-id')).toBe('entra-abc.123');
+    expect((await raw('/healthz', { headers: { 'x-request-id': 'bad id\u00e9' } })).headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
   it('/metrics needs a token and exports queue, operation and dead-letter figures', async () => {
     await problem(await raw('/metrics'), 401, /unauthenticated/);
     const res = await raw('/metrics', { headers: { authorization: `Bearer ${s.auditorToken}` } });
