@@ -82,7 +82,7 @@ export async function startLockstep(config: Config, log: Logger, opts: { http: b
       closers.push(() => s.close());
     }
 
-    const store = openStore(config.store);
+    const store = openStore(config.store, { onBackgroundError: (err) => log.error({ err: err.message }, 'SQLite checkpointer thread failed; checkpoints fall back to the writer') });
     closers.push(() => store.close());
     const applied = await store.migrate();
     if (applied.length) log.info({ applied }, 'database migrated');

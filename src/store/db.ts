@@ -5,6 +5,7 @@ import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import type { Config } from '../config/schema.ts';
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
+import { startCheckpointer } from './checkpointer.ts';
 import { GroupCommit, runAfter, type AfterCommit, type Change } from './group-commit.ts';
 import { migrations } from './migrations.ts';
 import type { Database } from './schema.ts';
@@ -34,7 +35,11 @@ pg.types.setTypeParser(20, (v) => Number(v));
 /** The store section; the SQLite cache size may be left out (tools and tests open stores too). */
 export type StoreOptions = Omit<Config['store'], 'sqlite'> & { sqlite: { path: string; cacheMB?: number } };
 
-export function openStore(cfg: StoreOptions): Store {
+/**
+ * `onBackgroundError`: hears of a failure on the store's own background thread (SQLite's
+ * checkpointer), which the store survives; by default a process warning.
+ */
+export function openStore(cfg: StoreOptions, opts: { onBackgroundError?: (err: Error) => void } = {}): Store {
   if (cfg.driver === 'postgres') {
     const url = cfg.postgres.url ?? process.env.DATABASE_URL;
     if (!url) throw new Error('store.postgres.url or DATABASE_URL is required for the postgres store');
@@ -43,11 +48,24 @@ export function openStore(cfg: StoreOptions): Store {
     pool.on('error', () => {});
     return storeOn(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), 'postgres');
   }
-  if (cfg.sqlite.path !== ':memory:') mkdirSync(dirname(cfg.sqlite.path), { recursive: true });
-  const { kysely, direct, read } = openSqlite(cfg.sqlite.path, { cacheMB: cfg.sqlite.cacheMB });
+  const file = cfg.sqlite.path !== ':memory:';
+  if (file) mkdirSync(dirname(cfg.sqlite.path), { recursive: true });
+  const { kysely, direct, read } = openSqlite(cfg.sqlite.path, { cacheMB: cfg.sqlite.cacheMB, backgroundCheckpoints: file });
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) });
   if (read) readsBeside(db, read);
-  return storeOn(db, 'sqlite', direct);
+  const store = storeOn(db, 'sqlite', direct);
+  if (!file) return store;
+  const onError = opts.onBackgroundError ?? ((err: Error) => process.emitWarning(`SQLite checkpointer stopped: ${err.message}`));
+  const checkpointer = startCheckpointer(cfg.sqlite.path, onError);
+  return {
+    ...store,
+    async close() {
+      // The store refuses new changes from this call on (synchronously), as without the thread.
+      const stopped = checkpointer.stop();
+      await store.close();
+      await stopped;
+    },
+  };
 }
 
 /**

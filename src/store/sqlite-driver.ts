@@ -1,5 +1,6 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import type { SqliteDatabase, SqliteStatement } from 'kysely';
+import { FALLBACK_AUTOCHECKPOINT_PAGES } from './checkpointer.ts';
 import type { DirectSql } from './sql.ts';
 
 /** Prepared statements kept per connection (lockstep's distinct SQL texts are far fewer). */
@@ -10,14 +11,15 @@ const STATEMENTS_KEPT = 2000;
  * needs no native addon, so we adapt it: `reader` is derived from the statement's result
  * columns, and parameters are spread because node:sqlite takes them as varargs.
  */
-export function openSqlite(path: string, opts: { cacheMB?: number } = {}): { db: DatabaseSync; kysely: SqliteDatabase; direct: DirectSql; read: DirectSql | undefined } {
+export function openSqlite(path: string, opts: { cacheMB?: number; backgroundCheckpoints?: boolean } = {}): { db: DatabaseSync; kysely: SqliteDatabase; direct: DirectSql; read: DirectSql | undefined } {
   const db = new DatabaseSync(path);
   // WAL lets readers (admin API) run beside the writer; NORMAL is durable across process crashes.
   db.exec('PRAGMA journal_mode = WAL');
   db.exec('PRAGMA synchronous = NORMAL');
   db.exec('PRAGMA busy_timeout = 5000');
-  // Checkpoints run inside a committing transaction; fewer, larger ones keep commits cheap.
-  db.exec('PRAGMA wal_autocheckpoint = 10000');
+  // With a checkpointer thread (openStore starts one for a file), this is its fallback only. Without
+  // one, checkpoints run inside a committing transaction: fewer, larger ones keep commits cheap.
+  db.exec(`PRAGMA wal_autocheckpoint = ${opts.backgroundCheckpoints ? FALLBACK_AUTOCHECKPOINT_PAGES : 10000}`);
   // Negative: KiB. Filled pages stay resident, so this is RSS the daemon keeps under load.
   db.exec(`PRAGMA cache_size = -${(opts.cacheMB ?? 8) * 1024}`);
   db.exec('PRAGMA temp_store = MEMORY');

@@ -63,7 +63,7 @@ describe('lockstep CLI', () => {
     raw.prepare("update audit set actor = 'mallory' where seq = 1").run();
     raw.close();
     const bad = run(['audit', 'verify', '--config', file]);
-    expect(bad.status).toBe(1);
+    expect(bad.status, bad.stdout + bad.stderr).toBe(1);
     expect(bad.stderr).toMatch(/audit chain BROKEN/);
     expect(bad.stderr).toMatch(/seq 1: hash does not match the row \(row edited\)/);
   });
