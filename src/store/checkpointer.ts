@@ -19,8 +19,9 @@ const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { DatabaseSync } = require('node:sqlite');
 const db = new DatabaseSync(workerData.path);
-// PASSIVE never waits: a checkpoint already under way (another lockstep process) is left to finish.
-db.exec('PRAGMA busy_timeout = 0');
+// For the setup only (another connection may be recovering the WAL or changing the schema): a
+// PASSIVE checkpoint never waits, and one that finds the database busy is simply skipped.
+db.exec('PRAGMA busy_timeout = 5000');
 db.exec('PRAGMA cache_size = -256');
 const checkpoint = db.prepare('PRAGMA wal_checkpoint(PASSIVE)');
 const timer = setInterval(() => {
