@@ -42,8 +42,7 @@ parentPort.once('message', () => { clearInterval(timer); db.close(); parentPort.
  * meanwhile (WAL mode allows one checkpointer beside one writer).
  *
  * `onError` hears of a thread that failed; the writer's fallback threshold then takes over.
- * `stop` ends the thread and closes its connection, so that the writer's connection closes last
- * and, as SQLite does for the last connection, folds the WAL in and removes it.
+ * `stop` ends the thread between two checkpoints and resolves once its connection is closed.
  */
 export function startCheckpointer(path: string, onError: (err: Error) => void): { stop: () => Promise<void> } {
   const worker = new Worker(WORKER_SOURCE, {
