@@ -53,27 +53,21 @@ export function openStore(cfg: StoreOptions, opts: { onBackgroundError?: (err: E
   const { kysely, direct, read } = openSqlite(cfg.sqlite.path, { cacheMB: cfg.sqlite.cacheMB, backgroundCheckpoints: file });
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) });
   if (read) readsBeside(db, read);
-  const store = storeOn(db, 'sqlite', direct);
-  if (!file) return store;
+  if (!file) return storeOn(db, 'sqlite', direct);
   const onError = opts.onBackgroundError ?? ((err: Error) => process.emitWarning(`SQLite checkpointer stopped: ${err.message}`));
   const checkpointer = startCheckpointer(cfg.sqlite.path, onError);
-  return {
-    ...store,
-    async close() {
-      // The store refuses new changes from this call on (synchronously), as without the thread.
-      const stopped = checkpointer.stop();
-      await store.close();
-      await stopped;
-    },
-  };
+  // Stopped before the writer's connection closes, so that this one is the last and, as SQLite
+  // does for the last connection, folds the WAL into the file and removes it.
+  return storeOn(db, 'sqlite', direct, () => checkpointer.stop());
 }
 
 /**
  * A Store over an existing Kysely instance (tests wrap one with plugins that watch queries).
  * `direct`: SQLite statements the writer's transactions may run without Kysely (withDirectSql);
- * without it every statement goes through Kysely and its plugins.
+ * without it every statement goes through Kysely and its plugins. `beforeDisconnect` runs on
+ * close once the last change has committed, before the database connections close.
  */
-export function storeOn(db: Kysely<Database>, dialect: Dialect, direct?: DirectSql): Store {
+export function storeOn(db: Kysely<Database>, dialect: Dialect, direct?: DirectSql, beforeDisconnect?: () => Promise<void>): Store {
   const commits = dialect === 'sqlite' ? new GroupCommit(db, direct) : undefined;
   // PostgreSQL: each change is its own transaction; close waits for those under way.
   const inflight = new Set<Promise<unknown>>();
@@ -130,6 +124,7 @@ export function storeOn(db: Kysely<Database>, dialect: Dialect, direct?: DirectS
       closed = true;
       await commits?.close();
       await Promise.allSettled([...inflight]);
+      await beforeDisconnect?.();
       await db.destroy();
     },
   };

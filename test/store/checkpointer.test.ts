@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -45,6 +45,9 @@ describe('the SQLite checkpointer thread', () => {
     // Resolves once the thread has closed its connection and exited (hangs otherwise).
     await other.stop();
     await store!.close();
+    // The store's own thread stopped first, so its writer was the last connection: SQLite folded
+    // the WAL in and removed it, as it does without the thread.
+    expect(existsSync(`${path}-wal`)).toBe(false);
     store = openStore({ driver: 'sqlite', sqlite: { path }, postgres: { poolSize: 1 } } as Parameters<typeof openStore>[0]);
     expect(await exec(store.db, "select value from meta where key = 'k'", [])).toEqual([{ value: 'v' }]);
   });

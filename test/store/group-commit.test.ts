@@ -82,6 +82,27 @@ describe.each(BACKENDS)('the store writer on %s', (backend) => {
   });
 });
 
+describe('closing a store', () => {
+  let t: TestStore;
+  afterEach(async () => t?.cleanup());
+
+  it('runs beforeDisconnect after the last change committed and before the connections close', async () => {
+    t = await freshStore('sqlite');
+    const { kysely } = openSqlite(t.storeConfig.sqlite.path);
+    const seen: string[] = [];
+    const store = storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite', undefined, async () => {
+      // The connection still answers, and it already holds the change taken before close.
+      seen.push(...(await keys(store)));
+      await expect(put(store, 'k2', 'late')).rejects.toThrow(/closed/);
+    });
+    const pending = put(store, 'k1', 'a');
+    await store.close();
+    await expect(pending).resolves.toBe('k1');
+    expect(seen).toEqual(['k1']);
+    await expect(keys(store)).rejects.toThrow();
+  });
+});
+
 describe('group commit on SQLite', () => {
   let t: TestStore;
   afterEach(async () => t?.cleanup());
