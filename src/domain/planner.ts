@@ -96,3 +96,13 @@ export function applyToState(state: ActualState | undefined, op: Pick<PlannedOpe
       return withEnd({ access, left: false }, endDate === undefined ? known : endDate);
   }
 }
+
+/**
+ * An operation that is running, or was tried and waits for its retry: the lock system may hold
+ * part of it already (an access added before the programming order failed, say). Such an
+ * operation runs to its end and planning assumes it lands; only one that never started may be
+ * superseded without a trace.
+ */
+export function hasStarted(op: { state: string; attempts: number | string }): boolean {
+  return op.state === 'running' || Number(op.attempts) > 0;
+}

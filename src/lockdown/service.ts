@@ -3,6 +3,7 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import { appendAudit, auditAlone } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
 import { inScope, scopeKey, type LockdownScope, type LockdownView } from '../domain/lockdown.ts';
+import { hasStarted } from '../domain/planner.ts';
 import type { Logger } from '../log.ts';
 import type { Queues } from '../queue/queues.ts';
 import type { Store } from '../store/db.ts';
@@ -113,7 +114,7 @@ export class LockdownService {
       // re-planned too (the plan then revokes right after it), or the grant would slip through.
       const inflight = await trx
         .selectFrom('operations')
-        .select(['person_id', 'lock_system_id', 'access', 'state'])
+        .select(['person_id', 'lock_system_id', 'access', 'state', 'attempts'])
         .where('kind', 'in', ['grant', 'reinstate'])
         .where('state', 'in', ['pending', 'running'])
         .execute();
@@ -133,8 +134,9 @@ export class LockdownService {
         targets[ls] = (targets[ls] ?? 0) + 1;
       };
       for (const h of holders) consider(h.person_id, h.lock_system_id, h.access, true);
-      // Running grants will land and then be revoked; pending ones are superseded before they run.
-      for (const op of inflight) consider(op.person_id, op.lock_system_id, op.access, op.state === 'running');
+      // Started grants (running, or tried and waiting for a retry) will land and then be revoked;
+      // those that never started are superseded before they run.
+      for (const op of inflight) consider(op.person_id, op.lock_system_id, op.access, hasStarted(op));
       const row: LockdownsTable = {
         id,
         scope: JSON.stringify(scope),

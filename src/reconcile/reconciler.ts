@@ -1,6 +1,6 @@
 import type { AuditEntry } from '../audit/audit.ts';
 import type { Config } from '../config/schema.ts';
-import { applyToState, endDateOf, plan } from '../domain/planner.ts';
+import { applyToState, endDateOf, hasStarted, plan } from '../domain/planner.ts';
 import { desiredAccess, isActive, managedAccess, matchingRules, nextChange, type PolicyContext } from '../domain/policy.ts';
 import { applyLockdowns, type LockdownView } from '../domain/lockdown.ts';
 import { PRIORITY_LOCKDOWN } from '../lockdown/service.ts';
@@ -18,9 +18,12 @@ import type { IdentityRepo } from '../store/identities.ts';
  * replaces whatever was still pending for the person. Level-triggered: it does not care which
  * event woke it, so duplicates, reordering and replays only cost a no-op plan.
  *
- * "Actual" is what lock systems accepted plus what is running right now (a running grant will
- * land; planning as if it had avoids leaking it). Pending operations are superseded, not
- * stacked. The dirty mark is cleared only if its generation is unchanged, so a change that
+ * "Actual" is what lock systems accepted plus what has started: an operation running right now,
+ * or one that ran and failed part-way and waits for its retry (the lock system may already hold
+ * some of its changes, e.g. an access added before the programming order failed). Started
+ * operations run to the end and planning assumes they land, so their access is revoked after
+ * them if it is no longer wanted, never left behind. Operations that never started are
+ * superseded, not stacked. The dirty mark is cleared only if its generation is unchanged, so a change that
  * arrives mid-reconcile leaves the mark and the caller runs the person again.
  */
 
@@ -29,7 +32,7 @@ const DIRTY_OF = 'select generation, correlation_id from dirty where person_id =
 const DIRTY_GENERATION = 'select generation from dirty where person_id = ?';
 const DIRTY_CLEAR = 'delete from dirty where person_id = ? and generation = ?';
 const STATES_OF = 'select lock_system_id, access, departed, end_date from lock_state where person_id = ?';
-const INFLIGHT_OF = "select seq, id, lock_system_id, kind, access, state, priority from operations where person_id = ? and state in ('pending', 'running') order by seq";
+const INFLIGHT_OF = "select seq, id, lock_system_id, kind, access, state, attempts, priority from operations where person_id = ? and state in ('pending', 'running') order by seq";
 const SCHEDULE_UPSERT = 'insert into schedule (person_id, due_at, reason) values (?, ?, ?) on conflict (person_id) do update set due_at = excluded.due_at';
 const SCHEDULE_DELETE = 'delete from schedule where person_id = ?';
 const OPERATION_COLUMNS = ['id', 'person_id', 'lock_system_id', 'kind', 'access', 'priority', 'state', 'attempts', 'correlation_id', 'requested_at'];
@@ -108,7 +111,7 @@ export class Reconciler {
 
     const body = async (trx: typeof db, log: AuditEntry[]) => {
       const states = await exec<{ lock_system_id: string; access: string; departed: number; end_date: string | null }>(trx, STATES_OF, [personId]);
-      const inflight = await exec<{ seq: number; id: string; lock_system_id: string; kind: string; access: string; state: string; priority: number }>(trx, INFLIGHT_OF, [personId]);
+      const inflight = await exec<{ seq: number; id: string; lock_system_id: string; kind: string; access: string; state: string; attempts: number; priority: number }>(trx, INFLIGHT_OF, [personId]);
       const actual = new Map<string, ActualState>();
       for (const s of states) {
         if (!this.systems.has(s.lock_system_id)) continue;
@@ -117,7 +120,7 @@ export class Reconciler {
       // A running operation applies the termination date the identity has when it is sent: this one.
       const endDate = endDateOf(identity?.attributes.terminationDate);
       for (const op of inflight)
-        if (op.state === 'running' && this.systems.has(op.lock_system_id))
+        if (hasStarted(op) && this.systems.has(op.lock_system_id))
           actual.set(op.lock_system_id, applyToState(actual.get(op.lock_system_id), { kind: op.kind as PlannedOperation['kind'], access: JSON.parse(op.access) }, endDate));
       operations = plan({ active: isActive(identity, now), desired, actual, managed: this.managed, endDate })
         .filter((o) => this.systems.has(o.lockSystemId))
@@ -125,7 +128,7 @@ export class Reconciler {
         .map((o) => (lockdownsApplied.length && o.kind === 'revoke' ? { ...o, priority: PRIORITY_LOCKDOWN } : o));
       if (dryRun) return;
 
-      const pending = inflight.filter((o) => o.state === 'pending');
+      const pending = inflight.filter((o) => !hasStarted(o));
       const unchanged =
         pending.length === operations.length &&
         pending.every((p, i) => {

@@ -63,6 +63,21 @@ describe.each(BACKENDS)('reconciler on %s', (backend) => {
     expect(applies.at(-1)).toEqual({ lockSystemId: 'iloq', personId: u.id, priority: 1 });
   });
 
+  it('a grant that failed part-way keeps its place; a leaver gets a leave after it, not nothing', async () => {
+    const u = await repo.createUser('s1', user('ada', { profile: { roles: [], attributes: { site: 'Plant A' } } }), ctx);
+    await rec.reconcile(u.id);
+    // As the applier leaves it after a retryable failure: pending again, one attempt made. The
+    // lock system may hold the access already (added before the programming order failed).
+    await t.store.db.updateTable('operations').set({ state: 'pending', attempts: 1 }).where('person_id', '=', u.id).execute();
+    await repo.replaceUser('s1', u.id, user('ada', { active: false }), ctx);
+    const r = await rec.reconcile(u.id);
+    expect(r.operations.map((o) => [o.kind, o.access])).toEqual([['leave', ['Control room', 'Main entrance']]]);
+    expect((await ops(u.id)).map((o) => [o.kind, o.state])).toEqual([
+      ['grant', 'pending'],
+      ['leave', 'pending'],
+    ]);
+  });
+
   it('a change arriving during the reconcile keeps the dirty mark and asks for a rerun', async () => {
     const u = await repo.createUser('s1', user('ada'), ctx);
     const load = repo.loadIdentity.bind(repo);

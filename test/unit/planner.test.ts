@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyToState, plan, type PlanInput } from '../../src/domain/planner.ts';
+import { applyToState, hasStarted, plan, type PlanInput } from '../../src/domain/planner.ts';
 import type { ActualState } from '../../src/domain/types.ts';
 
 const managed = new Map([
@@ -111,5 +111,16 @@ describe('plan: the keys follow the termination date', () => {
     expect(applyToState({ access: new Set(['A']), left: false, endDate: T1 }, { kind: 'reinstate', access: [] }, T2).endDate).toBe(T2);
     expect(applyToState({ access: new Set(['A']), left: false, endDate: T1 }, { kind: 'reinstate', access: [] }, null).endDate).toBeNull();
     expect(applyToState({ access: new Set(['A']), left: false }, { kind: 'revoke', access: ['A'] }, T2)).not.toHaveProperty('endDate');
+  });
+});
+
+describe('hasStarted: which in-flight operations may already have reached the lock system', () => {
+  it.each([
+    ['running, first attempt', { state: 'running', attempts: 1 }, true],
+    ['pending after a failed attempt (waits for its retry)', { state: 'pending', attempts: 1 }, true],
+    ['pending, attempts as text (PostgreSQL bigint as read elsewhere)', { state: 'pending', attempts: '2' }, true],
+    ['pending, never tried', { state: 'pending', attempts: 0 }, false],
+  ])('%s', (_name, op, started) => {
+    expect(hasStarted(op)).toBe(started);
   });
 });
