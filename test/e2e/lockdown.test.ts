@@ -119,6 +119,31 @@ describe('emergency lockdown', () => {
     expect(lift.detail).toMatchObject({ requestedBy: 'admin:cro', confirmedBy: 'admin:cro-deputy' });
   });
 
+  it('a grant whose programming order failed is revoked by a lockdown that starts before its retry', async () => {
+    s = await startStack();
+    const id = (await s.scim('POST', '/Users', newUser('late@example.com'))).body.id as string;
+    // The access is added, then the order answers 503 and asks for 2 s: the grant waits for its
+    // retry with the access already on the key.
+    s.sim.setFaults({ failMatching: { method: 'POST', path: '/Order', count: 1, status: 503 }, retryAfterSeconds: 2 });
+    await s.scim('POST', '/Groups', newGroup('Control Room', [id]));
+    const grant = () => s.t.store.db.selectFrom('operations').select(['state', 'attempts']).where('person_id', '=', id).where('kind', '=', 'grant').executeTakeFirst();
+    await waitFor(async () => (await grant())?.state === 'pending' && Number((await grant())?.attempts) === 1, { what: 'the grant waiting for its retry' });
+    expect(s.keyAccess(id)[0]).toContain('Control room');
+    const started = await s.admin('POST', '/lockdowns', { scope: { all: true }, reason: 'Intrusion during a provisioning run' }, s.croToken);
+    expect(started.status).toBe(202);
+    // The grant finishes (it may be on the key already), then the lockdown's revoke takes it away.
+    await waitFor(() => s.keyAccess(id)[0]!.length === 0, { what: 'the access revoked', timeoutMs: 10_000 });
+    // The simulator has the change a moment before lockstep records the acceptance.
+    const ops = () => s.t.store.db.selectFrom('operations').select(['kind', 'state']).where('person_id', '=', id).orderBy('seq').execute();
+    await waitFor(async () => (await ops()).every((o) => o.state === 'accepted'), { what: 'both accepted' });
+    expect(await ops()).toEqual([
+      { kind: 'grant', state: 'accepted' },
+      { kind: 'revoke', state: 'accepted' },
+    ]);
+    // Counted among what the lockdown had to revoke, though nothing was recorded on the key yet.
+    expect((await s.admin('GET', `/lockdowns/${started.body.id}`)).body.perLockSystem.iloq).toMatchObject({ targeted: 1, accepted: 1 });
+  });
+
   it('a lock system failing mid-lockdown recovers and every revocation still lands', async () => {
     // Enough attempts that a 1.2 s outage can never exhaust them, however the jobs are timed.
     const { ids } = await setup({}, { apply: { retry: { attempts: 30, baseMs: 50, maxMs: 400 } } });
