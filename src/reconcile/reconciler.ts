@@ -15,7 +15,7 @@ import type { IdentityRepo } from '../store/identities.ts';
 
 /**
  * Reconciles one person: identity + policy → desired access; desired vs. actual → plan; the plan
- * replaces whatever was still pending for the person. Level-triggered: it does not care which
+ * replaces whatever had not started yet for the person. Level-triggered: it does not care which
  * event woke it, so duplicates, reordering and replays only cost a no-op plan.
  *
  * "Actual" is what lock systems accepted plus what has started: an operation running right now,
@@ -23,8 +23,8 @@ import type { IdentityRepo } from '../store/identities.ts';
  * some of its changes, e.g. an access added before the programming order failed). Started
  * operations run to the end and planning assumes they land, so their access is revoked after
  * them if it is no longer wanted, never left behind. Operations that never started are
- * superseded, not stacked. The dirty mark is cleared only if its generation is unchanged, so a change that
- * arrives mid-reconcile leaves the mark and the caller runs the person again.
+ * superseded, not stacked. The dirty mark is cleared only if its generation is unchanged, so a
+ * change that arrives mid-reconcile leaves the mark and the caller runs the person again.
  */
 
 // The statements of every reconcile, as fixed SQL (src/store/sql.ts).
