@@ -28,9 +28,8 @@
  *    little after the requested latency; the bound still uses the requested one).
  * Figures are appended to bench/RESULTS.md. A benchmark, not a test.
  */
-import { execSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -41,7 +40,7 @@ import { policyFingerprint } from '../src/reconcile/policy-change.ts';
 import { configSchema, DEFAULT_APPLY_CONCURRENCY } from '../src/config/schema.ts';
 import { openStore } from '../src/store/db.ts';
 import { IdentityRepo } from '../src/store/identities.ts';
-import { killOnExit, launchLockstep } from './lockstep-process.ts';
+import { cpuSecondsOf, killOnExit, launchLockstep, peakRssMbOf, redisCpuSeconds } from './lockstep-process.ts';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -144,28 +143,15 @@ async function main() {
     fetch(`${base}/api/v1${path}`, { method, headers: { authorization: `Bearer ${croToken}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) }).then(
       async (r) => (await r.json()) as any,
     );
-  const cpu = () =>
-    all.reduce((sum, c) => {
-      const f = readFileSync(`/proc/${c.pid}/stat`, 'utf8').split(' ');
-      return sum + (Number(f[13]) + Number(f[14])) / 100;
-    }, 0);
-
-  // Redis's CPU (BENCH_TRACE): the third process on the machine's two cores.
-  const redisCpu = () => {
-    try {
-      const pid = execSync('pgrep -x redis-server').toString().trim().split('\n')[0];
-      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ');
-      return (Number(f[13]) + Number(f[14])) / 100;
-    } catch {
-      return NaN;
-    }
-  };
+  const cpu = () => cpuSecondsOf(all);
   const phase = async (name: string, action: () => Promise<any>, systemDone: (f: any, ls: 'iloq' | 'cliq') => boolean) => {
     const doneWhen = (f: any) => systemDone(f, 'iloq') && systemDone(f, 'cliq');
     const before = { iloq: iloq.requestTotal, cliq: cliq.requestTotal, iloqReceived: iloq.requestsReceived, cliqReceived: cliq.requestsReceived, iloqServed: iloq.servedMsTotal, cliqServed: cliq.servedMsTotal, cpu: cpu() };
     let first: number | undefined;
     const benchCpu0 = process.cpuUsage();
-    const redis0 = redisCpu();
+    // BENCH_TRACE: queue lengths while it runs, and Redis's CPU (the third process on the cores).
+    const tr = process.env.BENCH_TRACE ? new Redis(REDIS_URL) : undefined;
+    const redis0 = tr ? await redisCpuSeconds(tr) : NaN;
     const watchFirst = setInterval(() => {
       if (iloq.requestsReceived > before.iloqReceived || cliq.requestsReceived > before.cliqReceived) {
         first = performance.now();
@@ -184,7 +170,6 @@ async function main() {
         console.log(`t=${Math.round(performance.now() - started)} in flight iloq=${iloq.requestsReceived - iloq.requestTotal} cliq=${cliq.requestsReceived - cliq.requestTotal}`);
     }, 5);
     const started = performance.now();
-    const tr = process.env.BENCH_TRACE ? new Redis(REDIS_URL) : undefined;
     const trTimer =
       tr &&
       setInterval(async () => {
@@ -212,15 +197,15 @@ async function main() {
     clearInterval(watchFirst);
     clearInterval(watchFlight);
     if (trTimer) clearInterval(trTimer);
-    tr?.disconnect();
     const calls = { iloq: iloq.requestTotal - before.iloq, cliq: cliq.requestTotal - before.cliq };
     const opsEach = half;
     const bound = Math.max(...(['iloq', 'cliq'] as const).map((ls) => (calls[ls] * LATENCY) / CONCURRENCY));
     const cpuSeconds = cpu() - before.cpu;
     if (process.env.BENCH_TRACE) {
       const u = process.cpuUsage(benchCpu0);
-      console.log(`CPU during ${name}: this process (simulators, load) ${((u.user + u.system) / 1e6).toFixed(1)} s, redis-server ${(redisCpu() - redis0).toFixed(1)} s`);
+      console.log(`CPU during ${name}: this process (simulators, load) ${((u.user + u.system) / 1e6).toFixed(1)} s, redis-server ${((await redisCpuSeconds(tr!)) - redis0).toFixed(1)} s`);
     }
+    tr?.disconnect();
     const r = {
       name,
       id,
@@ -257,7 +242,7 @@ async function main() {
     () => api('POST', `/lockdowns/${start.id}/lift`, {}).then(() => ({ id: start.id })),
     (f, ls) => Boolean(f.lift) && (f.lift.perLockSystem[ls]?.accepted ?? 0) + (f.lift.perLockSystem[ls]?.failed ?? 0) >= half,
   );
-  const hwm = all.reduce((sum, c) => sum + Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${c.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024, 0);
+  const hwm = peakRssMbOf(all);
   await Promise.all(
     all.map(
       (c) =>

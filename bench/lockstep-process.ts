@@ -1,4 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { Redis } from 'ioredis';
 import { NODE_ENV_VARS, NODE_FLAGS } from '../src/node-flags.ts';
 
 const BIN = new URL('../bin/lockstep.js', import.meta.url).pathname;
@@ -25,4 +27,23 @@ export function killOnExit(children: readonly ChildProcess[]): void {
   process.on('exit', () => children.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => process.exit(130));
   process.stdout.on('error', () => process.exit(0));
+}
+
+/** CPU seconds (user + system, all threads) the processes have used so far, from /proc. */
+export function cpuSecondsOf(children: readonly ChildProcess[]): number {
+  return children.reduce((sum, c) => {
+    const f = readFileSync(`/proc/${c.pid}/stat`, 'utf8').split(' ');
+    return sum + (Number(f[13]) + Number(f[14])) / 100;
+  }, 0);
+}
+
+/** CPU seconds Redis has used so far, from its own INFO: it shares the machine's cores. */
+export async function redisCpuSeconds(redis: Redis): Promise<number> {
+  const text = await redis.info('cpu');
+  return ['used_cpu_sys', 'used_cpu_user'].reduce((sum, k) => sum + Number(new RegExp(`${k}:([\\d.]+)`).exec(text)?.[1] ?? NaN), 0);
+}
+
+/** Peak RSS (VmHWM) of the processes, summed, in MB. */
+export function peakRssMbOf(children: readonly ChildProcess[]): number {
+  return children.reduce((sum, c) => sum + Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${c.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024, 0);
 }

@@ -25,7 +25,7 @@ import { Agent, request } from 'undici';
 import { Redis } from 'ioredis';
 import { startIloqSimulator } from '../adapters/locks/iloq/simulator.ts';
 import { sha256Hex } from '../src/http/admin-auth.ts';
-import { killOnExit, launchLockstep } from './lockstep-process.ts';
+import { cpuSecondsOf, killOnExit, launchLockstep, peakRssMbOf, redisCpuSeconds } from './lockstep-process.ts';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -147,18 +147,9 @@ async function main() {
   // CPU seconds of the three parties on the machine's cores: lockstep, this process (load
   // generator and simulator), and Redis (from its own INFO, wherever it runs).
   const info = new Redis(REDIS_URL);
-  const redisCpu = async () => {
-    const text = await info.info('cpu');
-    return ['used_cpu_sys', 'used_cpu_user'].reduce((sum, k) => sum + Number(new RegExp(`${k}:([\\d.]+)`).exec(text)?.[1] ?? NaN), 0);
-  };
-  const lockstepCpu = () =>
-    children.reduce((sum, c) => {
-      const f = readFileSync(`/proc/${c.pid}/stat`, 'utf8').split(' ');
-      return sum + (Number(f[13]) + Number(f[14])) / 100;
-    }, 0);
   const cpuNow = async () => {
     const own = process.cpuUsage();
-    return { lockstep: lockstepCpu(), bench: (own.user + own.system) / 1e6, redis: await redisCpu() };
+    return { lockstep: cpuSecondsOf(children), bench: (own.user + own.system) / 1e6, redis: await redisCpuSeconds(info) };
   };
   type Cpu = Awaited<ReturnType<typeof cpuNow>>;
   /** CPU milliseconds per event of each party between two readings. */
@@ -239,8 +230,7 @@ async function main() {
   const p99 = pct(latencies, 99);
   console.log(`leaver latency at ${BACKGROUND_RATE} joiners/s background: n=${latencies.length} p50=${p50} ms p99=${p99} ms max=${Math.max(...latencies)} ms (missing ${missing})`);
 
-  let hwm = 0;
-  for (const c of children) hwm += Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${c.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+  const hwm = peakRssMbOf(children);
   const total = await cpuNow();
   console.log(`lockstep peak RSS ${hwm.toFixed(0)} MB, CPU ${total.lockstep.toFixed(1)} s; load generator + simulator CPU ${total.bench.toFixed(1)} s`);
 

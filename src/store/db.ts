@@ -5,7 +5,6 @@ import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import type { Config } from '../config/schema.ts';
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
-import { startCheckpointer } from './checkpointer.ts';
 import { GroupCommit, runAfter, type AfterCommit, type Change } from './group-commit.ts';
 import { migrations } from './migrations.ts';
 import type { Database } from './schema.ts';
@@ -48,17 +47,14 @@ export function openStore(cfg: StoreOptions, opts: { onBackgroundError?: (err: E
     pool.on('error', () => {});
     return storeOn(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), 'postgres');
   }
-  const file = cfg.sqlite.path !== ':memory:';
-  if (file) mkdirSync(dirname(cfg.sqlite.path), { recursive: true });
-  const { kysely, direct, read } = openSqlite(cfg.sqlite.path, { cacheMB: cfg.sqlite.cacheMB, backgroundCheckpoints: file });
+  if (cfg.sqlite.path !== ':memory:') mkdirSync(dirname(cfg.sqlite.path), { recursive: true });
+  const onError = opts.onBackgroundError ?? ((err: Error) => process.emitWarning(`SQLite checkpointer stopped: ${err.message}`));
+  const { kysely, direct, read, stopCheckpointer } = openSqlite(cfg.sqlite.path, { cacheMB: cfg.sqlite.cacheMB, checkpointer: { onError } });
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) });
   if (read) readsBeside(db, read);
-  if (!file) return storeOn(db, 'sqlite', direct);
-  const onError = opts.onBackgroundError ?? ((err: Error) => process.emitWarning(`SQLite checkpointer stopped: ${err.message}`));
-  const checkpointer = startCheckpointer(cfg.sqlite.path, onError);
-  // Stopped before the writer's connection closes, so that this one is the last and, as SQLite
-  // does for the last connection, folds the WAL into the file and removes it.
-  return storeOn(db, 'sqlite', direct, () => checkpointer.stop());
+  // The checkpointer stops before the writer's connection closes, so that this one is the last
+  // and, as SQLite does for the last connection, folds the WAL into the file and removes it.
+  return storeOn(db, 'sqlite', direct, stopCheckpointer);
 }
 
 /**

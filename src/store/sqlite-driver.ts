@@ -1,6 +1,6 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import type { SqliteDatabase, SqliteStatement } from 'kysely';
-import { FALLBACK_AUTOCHECKPOINT_PAGES } from './checkpointer.ts';
+import { FALLBACK_AUTOCHECKPOINT_PAGES, startCheckpointer } from './checkpointer.ts';
 import type { DirectSql } from './sql.ts';
 
 /** Prepared statements kept per connection (lockstep's distinct SQL texts are far fewer). */
@@ -10,23 +10,31 @@ const STATEMENTS_KEPT = 2000;
  * Kysely's SqliteDialect expects a better-sqlite3-shaped object. node:sqlite is built in and
  * needs no native addon, so we adapt it: `reader` is derived from the statement's result
  * columns, and parameters are spread because node:sqlite takes them as varargs.
+ *
+ * `checkpointer`: for a database file, checkpoints run on a thread of their own (checkpointer.ts)
+ * and `stopCheckpointer` ends it; its failures go to `onError`.
  */
-export function openSqlite(path: string, opts: { cacheMB?: number; backgroundCheckpoints?: boolean } = {}): { db: DatabaseSync; kysely: SqliteDatabase; direct: DirectSql; read: DirectSql | undefined } {
+export function openSqlite(
+  path: string,
+  opts: { cacheMB?: number; checkpointer?: { onError: (err: Error) => void } } = {},
+): { db: DatabaseSync; kysely: SqliteDatabase; direct: DirectSql; read: DirectSql | undefined; stopCheckpointer: (() => Promise<void>) | undefined } {
+  const file = path !== ':memory:';
+  const background = file && opts.checkpointer !== undefined;
   const db = new DatabaseSync(path);
   // WAL lets readers (admin API) run beside the writer; NORMAL is durable across process crashes.
   db.exec('PRAGMA journal_mode = WAL');
   db.exec('PRAGMA synchronous = NORMAL');
   db.exec('PRAGMA busy_timeout = 5000');
-  // With a checkpointer thread (openStore starts one for a file), this is its fallback only. Without
-  // one, checkpoints run inside a committing transaction: fewer, larger ones keep commits cheap.
-  db.exec(`PRAGMA wal_autocheckpoint = ${opts.backgroundCheckpoints ? FALLBACK_AUTOCHECKPOINT_PAGES : 10000}`);
+  // With the checkpointer thread, this is its fallback only. Without it, checkpoints run inside a
+  // committing transaction: fewer, larger ones keep commits cheap.
+  db.exec(`PRAGMA wal_autocheckpoint = ${background ? FALLBACK_AUTOCHECKPOINT_PAGES : 10000}`);
   // Negative: KiB. Filled pages stay resident, so this is RSS the daemon keeps under load.
   db.exec(`PRAGMA cache_size = -${(opts.cacheMB ?? 8) * 1024}`);
   db.exec('PRAGMA temp_store = MEMORY');
   db.exec('PRAGMA foreign_keys = ON');
   const cache = new Map<string, SqliteStatement>();
   // A second connection to an in-memory database would be another, empty database.
-  const reader = path === ':memory:' ? undefined : openReader(path);
+  const reader = file ? openReader(path) : undefined;
   const kysely: SqliteDatabase = {
     close: () => {
       reader?.close();
@@ -62,7 +70,8 @@ export function openSqlite(path: string, opts: { cacheMB?: number; backgroundChe
     stmt.run(params);
     return [];
   };
-  return { db, kysely, direct, read: reader?.read };
+  const checkpointer = background ? startCheckpointer(path, opts.checkpointer!.onError) : undefined;
+  return { db, kysely, direct, read: reader?.read, stopCheckpointer: checkpointer?.stop };
 }
 
 /** Page cache of the reading connection: reads of hot rows and index pages, not whole tables. */
