@@ -24,3 +24,18 @@ export const NODE_FLAGS: readonly string[] = ['--max-old-space-size=512', '--max
  * 15-20 MB less RSS under SCIM load at the same throughput (bench/scim-results.md).
  */
 export const NODE_ENV_VARS: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
+
+/**
+ * Node options for lockstep's own threads: the process's, without `--input-type`, which a
+ * thread would inherit and which would make its entry (a file, or CommonJS source) fail to load
+ * when lockstep runs inside `node --input-type=module --eval`.
+ */
+export function threadExecArgv(): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < process.execArgv.length; i++) {
+    const a = process.execArgv[i]!;
+    if (a === '--input-type') i++;
+    else if (!a.startsWith('--input-type=')) out.push(a);
+  }
+  return out;
+}

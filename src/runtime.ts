@@ -1,9 +1,7 @@
 import type { FastifyInstance } from 'fastify';
-import { IloqLockSystem } from '../adapters/locks/iloq/adapter.ts';
 import { startIloqSimulator } from '../adapters/locks/iloq/simulator.ts';
-import { CliqLockSystem } from '../adapters/locks/cliq/adapter.ts';
 import { startCliqSimulator } from '../adapters/locks/cliq/simulator.ts';
-import type { Config, LockSystemConfig } from './config/schema.ts';
+import type { Config } from './config/schema.ts';
 import { Engine } from './engine.ts';
 import { buildApp } from './http/app.ts';
 import type { Logger } from './log.ts';
@@ -11,6 +9,8 @@ import { Metrics } from './metrics.ts';
 import type { LockSystem } from './ports/lock-system.ts';
 import { openStore, type Store } from './store/db.ts';
 import { IdentityRepo } from './store/identities.ts';
+import { createLockSystem } from './lock-systems.ts';
+import { LockSystemThread } from './lock-thread/thread.ts';
 import { managedAccess } from './domain/policy.ts';
 import { reconcileAllIfPolicyChanged } from './reconcile/policy-change.ts';
 import { createSourceRuntime, type SourceRuntime } from './sources/index.ts';
@@ -53,15 +53,6 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export function createLockSystem(cfg: LockSystemConfig, log: Logger): LockSystem {
-  switch (cfg.kind) {
-    case 'iloq':
-      return new IloqLockSystem(cfg, log);
-    case 'cliq':
-      return new CliqLockSystem(cfg, log);
-  }
-}
-
 /**
  * Composes the daemon: store (migrated), identity repo, lock-system adapters, the queue engine
  * and, for `serve`, the HTTP server. Closing reverses the order: stop taking requests, let jobs
@@ -89,10 +80,11 @@ export async function startLockstep(config: Config, log: Logger, opts: { http: b
 
     const metrics = new Metrics();
     const identities = new IdentityRepo(store);
-    const lockSystems = new Map<string, LockSystem>();
-    for (const ls of config.lockSystems) lockSystems.set(ls.id, createLockSystem(ls, log));
+    const thread = config.lockSystemThread && config.lockSystems.length ? new LockSystemThread(config.lockSystems, log) : undefined;
+    const lockSystems = thread ? thread.lockSystems() : new Map(config.lockSystems.map((ls) => [ls.id, createLockSystem(ls, log)]));
     closers.push(async () => {
       await Promise.all([...lockSystems.values()].map((l) => l.close().catch(() => {})));
+      await thread?.stop();
     });
     if (opts.workers) {
       for (const l of lockSystems.values()) {

@@ -308,6 +308,11 @@ export const configSchema = z
       .strict()
       .default({ concurrency: 8, driftCheckEvery: 86_400_000, hintRetention: 7 * 86_400_000 }),
     lockSystems: z.array(lockSystemSchema).default([]),
+    /**
+     * Lock-system adapters run on a thread of their own (src/lock-thread/): their HTTP exchanges
+     * and JSON use the machine's next core instead of the event loop that answers requests.
+     */
+    lockSystemThread: z.boolean().default(true),
     policy: z.object({ rules: z.array(ruleSchema).default([]) }).strict().default({ rules: [] }),
     admin: z.object({ tokens: z.array(adminTokenSchema).default([]) }).strict().default({ tokens: [] }),
     reconcile: z

@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { threadExecArgv } from '../node-flags.ts';
 
 /**
  * How often the background thread folds the WAL into the database file. About as often as the
@@ -47,6 +48,7 @@ parentPort.once('message', () => { clearInterval(timer); db.close(); parentPort.
 export function startCheckpointer(path: string, onError: (err: Error) => void): { stop: () => Promise<void> } {
   const worker = new Worker(WORKER_SOURCE, {
     eval: true,
+    execArgv: threadExecArgv(),
     workerData: { path, intervalMs: CHECKPOINT_INTERVAL_MS },
     // It holds one statement and no data: a small heap keeps its share of RSS small.
     resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 1 },

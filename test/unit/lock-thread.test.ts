@@ -1,0 +1,137 @@
+/**
+ * The lock-system thread (src/lock-thread/): what the conformance suite does not cover — log
+ * lines crossing to the daemon's logger, a thread that dies, stopping, and that an idle thread
+ * never keeps a process alive. The adapter is the real iLOQ one against its simulator over HTTP.
+ */
+import { execFile } from 'node:child_process';
+import { Writable } from 'node:stream';
+import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { startIloqSimulator, type IloqSimulator } from '../../adapters/locks/iloq/simulator.ts';
+import { REDACT_PATHS, type Logger } from '../../src/log.ts';
+import { postLog } from '../../src/lock-thread/host.ts';
+import { LockSystemThread } from '../../src/lock-thread/thread.ts';
+import { LockSystemError } from '../../src/ports/lock-system.ts';
+import { configFor } from '../iloq/helpers.ts';
+
+function capture(level: string): { log: Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      for (const l of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { log: pino({ level, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, sink) as Logger, lines };
+}
+
+async function until(check: () => boolean, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('lock-system thread', () => {
+  let sim: IloqSimulator;
+  let thread: LockSystemThread | undefined;
+  beforeEach(async () => {
+    sim = await startIloqSimulator({ seed: 'demo' });
+  });
+  afterEach(async () => {
+    await thread?.stop();
+    thread = undefined;
+    await sim.close();
+  });
+
+  it("delivers the adapters' log lines to the daemon's logger with their bindings, above its level only", async () => {
+    const info = capture('info');
+    thread = new LockSystemThread([configFor(sim)], info.log);
+    await thread.lockSystems().get('iloq-test')!.start();
+    await until(() => info.lines.some((l) => l.msg === 'iloq session established'));
+    expect(info.lines.find((l) => l.msg === 'iloq session established')).toMatchObject({ level: 30, lockSystem: 'iloq-test' });
+    await thread.stop();
+
+    const warn = capture('warn');
+    thread = new LockSystemThread([configFor(sim)], warn.log);
+    const lock = thread.lockSystems().get('iloq-test')!;
+    await lock.start();
+    await lock.ping();
+    expect(warn.lines).toEqual([]);
+  });
+
+  it('fails the calls a dead thread held as retryable, refuses calls until it may restart, then restarts it', async () => {
+    thread = new LockSystemThread([configFor(sim)], pino({ level: 'silent' }), { respawnMs: 300 });
+    const lock = thread.lockSystems().get('iloq-test')!;
+    await lock.start();
+    // Held by the simulator for longer than the test takes (the adapter's own timeout is 2 s).
+    sim.setFaults({ latencyMs: 1_500 });
+    const before = sim.requestsReceived;
+    const inFlight = lock.ping().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await until(() => sim.requestsReceived > before);
+    // The thread dies with the call unanswered (as after an out-of-memory error in it).
+    await (thread as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+    const err = await inFlight;
+    expect(err).toBeInstanceOf(LockSystemError);
+    expect(err).toMatchObject({ kind: 'retryable', message: expect.stringContaining('exited') });
+
+    // Too soon after the last start: refused at once, retryable, without a new thread.
+    await expect(lock.ping()).rejects.toMatchObject({ kind: 'retryable', message: expect.stringContaining('restarting') });
+
+    sim.clearFaults();
+    await new Promise((r) => setTimeout(r, 350));
+    // A new thread, a new session: the adapter logs in again on its own.
+    const logins = sim.countRequests('POST', 'CreateSession');
+    expect(await lock.catalogue()).toEqual(expect.arrayContaining(['Main entrance']));
+    expect(sim.countRequests('POST', 'CreateSession')).toBe(logins + 1);
+  });
+
+  it('refuses calls once stopped', async () => {
+    thread = new LockSystemThread([configFor(sim)], pino({ level: 'silent' }));
+    const lock = thread.lockSystems().get('iloq-test')!;
+    await lock.ping();
+    await thread.stop();
+    await expect(lock.ping()).rejects.toMatchObject({ kind: 'retryable', message: expect.stringContaining('stopped') });
+  });
+
+  it('an idle thread does not keep a process alive', async () => {
+    // A CLI command that used a lock system and has nothing left to do must exit by itself.
+    const script = `
+      import { pino } from 'pino';
+      import { LockSystemThread } from ${JSON.stringify(new URL('../../src/lock-thread/thread.ts', import.meta.url).href)};
+      const thread = new LockSystemThread([JSON.parse(process.env.LS_CONFIG)], pino({ level: 'silent' }));
+      await thread.lockSystems().get('iloq-test').ping();
+      console.log('pinged');
+    `;
+    // Not spawnSync: the simulator answering the child runs on this event loop.
+    const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = execFile(
+        process.execPath,
+        ['--input-type=module', '-e', script],
+        { cwd: new URL('../../', import.meta.url).pathname, env: { ...process.env, LS_CONFIG: JSON.stringify(configFor(sim)) }, timeout: 15_000 },
+        (_err, stdout, stderr) => resolve({ code: child.exitCode, stdout, stderr }),
+      );
+    });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('pinged');
+    expect(r.code).toBe(0);
+  });
+
+  it('a logged object that cannot cross threads arrives as JSON, and logging does not throw', () => {
+    const { port1, port2 } = new MessageChannel();
+    const err = Object.assign(new Error('socket hang up'), { socket: { destroy: () => {} } });
+    postLog(port1, { log: 'warn', bindings: { lockSystem: 'x' }, obj: { err, retry: () => {} }, msg: 'odd' });
+    expect(receiveMessageOnPort(port2)?.message).toEqual({
+      log: 'warn',
+      bindings: { lockSystem: 'x' },
+      obj: { err: { type: 'Error', message: 'socket hang up', stack: expect.any(String) } },
+      msg: 'odd',
+    });
+    port1.close();
+  });
+});
