@@ -26,16 +26,12 @@ export const NODE_FLAGS: readonly string[] = ['--max-old-space-size=512', '--max
 export const NODE_ENV_VARS: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
 
 /**
- * Node options for lockstep's own threads: the process's, without `--input-type`, which a
- * thread would inherit and which would make its entry (a file, or CommonJS source) fail to load
- * when lockstep runs inside `node --input-type=module --eval`.
+ * `execArgv` for lockstep's own threads: undefined (a thread inherits the process's options),
+ * except under `--input-type` (lockstep inside `node --input-type=module --eval`), which a thread
+ * would inherit too and which makes its entry (a file, or CommonJS source) fail to load; then none.
+ * Not the process's list minus that flag: Node refuses V8 and per-process options (such as
+ * NODE_FLAGS) given to a thread explicitly.
  */
-export function threadExecArgv(): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < process.execArgv.length; i++) {
-    const a = process.execArgv[i]!;
-    if (a === '--input-type') i++;
-    else if (!a.startsWith('--input-type=')) out.push(a);
-  }
-  return out;
+export function threadExecArgv(): string[] | undefined {
+  return process.execArgv.some((a) => a === '--input-type' || a.startsWith('--input-type=')) ? [] : undefined;
 }

@@ -18,11 +18,11 @@ function compileCacheBase(): string | undefined {
   return dir ? dirname(dir) : undefined;
 }
 
-/** A thread that died is started again on the next call, but not more often than this. */
+/** A thread that died is replaced on the next call once this long has passed since it died. */
 const RESPAWN_MS = 5_000;
 
 export interface LockSystemThreadOptions {
-  /** Least time between two starts of the thread (default 5 s): a thread that dies at once is not restarted in a loop. */
+  /** Least time from a thread's death to the start of the next (default 5 s): a thread that dies at once is not restarted in a loop. */
   respawnMs?: number;
   /** The adapters' test seams (see AdapterOptions). */
   adapterOptions?: AdapterOptions;
@@ -44,7 +44,7 @@ interface Pending {
  * as a LockSystemError with its kind, status and Retry-After).
  *
  * If the thread dies, the calls it held fail as retryable (the apply queue retries them) and the
- * next call starts a new one; adapters log in again on their own.
+ * next call from 5 s after its death starts a new one; adapters log in again on their own.
  */
 export class LockSystemThread {
   private readonly configs: LockSystemConfig[];
@@ -54,7 +54,7 @@ export class LockSystemThread {
   private readonly pending = new Map<number, Pending>();
   private seq = 0;
   private stopped = false;
-  private lastSpawn = 0;
+  private diedAt = 0;
 
   constructor(configs: LockSystemConfig[], log: Logger, opts: LockSystemThreadOptions = {}) {
     this.configs = configs;
@@ -89,9 +89,7 @@ export class LockSystemThread {
   }
 
   private spawn(): Worker | undefined {
-    const now = Date.now();
-    if (this.lastSpawn !== 0 && now - this.lastSpawn < (this.opts.respawnMs ?? RESPAWN_MS)) return undefined;
-    this.lastSpawn = now;
+    if (Date.now() - this.diedAt < (this.opts.respawnMs ?? RESPAWN_MS)) return undefined;
     const data: HostData & { compileCacheDir: string | undefined } = {
       configs: this.configs,
       levelValue: this.log.levelVal,
@@ -104,6 +102,7 @@ export class LockSystemThread {
     worker.on('error', (err) => this.log.error({ err: err.message }, 'lock-system thread failed'));
     worker.on('exit', (code) => {
       if (this.worker === worker) this.worker = undefined;
+      this.diedAt = Date.now();
       const error = new LockSystemError('retryable', `the lock-system thread exited (code ${code}) before answering`);
       for (const p of this.pending.values()) p.reject(error);
       this.pending.clear();

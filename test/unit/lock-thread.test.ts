@@ -4,12 +4,16 @@
  * never keeps a process alive. The adapter is the real iLOQ one against its simulator over HTTP.
  */
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { startIloqSimulator, type IloqSimulator } from '../../adapters/locks/iloq/simulator.ts';
 import { REDACT_PATHS, type Logger } from '../../src/log.ts';
+import { NODE_FLAGS } from '../../src/node-flags.ts';
 import { postLog } from '../../src/lock-thread/host.ts';
 import { LockSystemThread } from '../../src/lock-thread/thread.ts';
 import { LockSystemError } from '../../src/ports/lock-system.ts';
@@ -62,8 +66,8 @@ describe('lock-system thread', () => {
     expect(warn.lines).toEqual([]);
   });
 
-  it('fails the calls a dead thread held as retryable, refuses calls until it may restart, then restarts it', async () => {
-    thread = new LockSystemThread([configFor(sim)], pino({ level: 'silent' }), { respawnMs: 300 });
+  it('fails the calls a dead thread held as retryable, refuses calls for respawnMs after its death, then starts a new one', async () => {
+    thread = new LockSystemThread([configFor(sim)], pino({ level: 'silent' }), { respawnMs: 1_000 });
     const lock = thread.lockSystems().get('iloq-test')!;
     await lock.start();
     // Held by the simulator for longer than the test takes (the adapter's own timeout is 2 s).
@@ -80,11 +84,11 @@ describe('lock-system thread', () => {
     expect(err).toBeInstanceOf(LockSystemError);
     expect(err).toMatchObject({ kind: 'retryable', message: expect.stringContaining('exited') });
 
-    // Too soon after the last start: refused at once, retryable, without a new thread.
+    // Too soon after its death: refused at once, retryable, without a new thread.
     await expect(lock.ping()).rejects.toMatchObject({ kind: 'retryable', message: expect.stringContaining('restarting') });
 
     sim.clearFaults();
-    await new Promise((r) => setTimeout(r, 350));
+    await new Promise((r) => setTimeout(r, 1_100));
     // A new thread, a new session: the adapter logs in again on its own.
     const logins = sim.countRequests('POST', 'CreateSession');
     expect(await lock.catalogue()).toEqual(expect.arrayContaining(['Main entrance']));
@@ -99,27 +103,43 @@ describe('lock-system thread', () => {
     await expect(lock.ping()).rejects.toMatchObject({ kind: 'retryable', message: expect.stringContaining('stopped') });
   });
 
-  it('an idle thread does not keep a process alive', async () => {
-    // A CLI command that used a lock system and has nothing left to do must exit by itself.
-    const script = `
-      import { pino } from 'pino';
+  describe('in a process of its own', () => {
+    let dir: string;
+    beforeEach(() => {
+      dir = mkdtempSync(join(tmpdir(), 'lockstep-thread-'));
+    });
+    afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+    // Both of lockstep's threads (this one and the SQLite checkpointer), then nothing left to do:
+    // the process must exit by itself, as a CLI command that used a lock system does.
+    const script = (db: string) => `
+      import { createLogger } from ${JSON.stringify(new URL('../../src/log.ts', import.meta.url).href)};
       import { LockSystemThread } from ${JSON.stringify(new URL('../../src/lock-thread/thread.ts', import.meta.url).href)};
-      const thread = new LockSystemThread([JSON.parse(process.env.LS_CONFIG)], pino({ level: 'silent' }));
+      import { openSqlite } from ${JSON.stringify(new URL('../../src/store/sqlite-driver.ts', import.meta.url).href)};
+      const store = openSqlite(${JSON.stringify(db)}, { checkpointer: { onError: (e) => console.error('checkpointer', e.message) } });
+      const thread = new LockSystemThread([JSON.parse(process.env.LS_CONFIG)], createLogger('warn'));
       await thread.lockSystems().get('iloq-test').ping();
+      await store.stopCheckpointer();
+      store.kysely.close();
       console.log('pinged');
     `;
     // Not spawnSync: the simulator answering the child runs on this event loop.
-    const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = execFile(
-        process.execPath,
-        ['--input-type=module', '-e', script],
-        { cwd: new URL('../../', import.meta.url).pathname, env: { ...process.env, LS_CONFIG: JSON.stringify(configFor(sim)) }, timeout: 15_000 },
-        (_err, stdout, stderr) => resolve({ code: child.exitCode, stdout, stderr }),
-      );
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = execFile(process.execPath, args, { env: { ...process.env, LS_CONFIG: JSON.stringify(configFor(sim)) }, timeout: 15_000 }, (_err, stdout, stderr) =>
+          resolve({ code: child.exitCode, stdout, stderr }),
+        );
+      });
+
+    it('with the Node options lockstep ships with, and exits once idle', async () => {
+      const file = join(dir, 'script.mjs');
+      writeFileSync(file, script(join(dir, 'a.db')));
+      expect(await run([...NODE_FLAGS, file])).toEqual({ code: 0, stdout: 'pinged\n', stderr: '' });
     });
-    expect(r.stderr).toBe('');
-    expect(r.stdout.trim()).toBe('pinged');
-    expect(r.code).toBe(0);
+
+    it('inside node --input-type=module --eval', async () => {
+      expect(await run([...NODE_FLAGS, '--input-type=module', '-e', script(join(dir, 'b.db'))])).toEqual({ code: 0, stdout: 'pinged\n', stderr: '' });
+    });
   });
 
   it('a logged object that cannot cross threads arrives as JSON, and logging does not throw', () => {
