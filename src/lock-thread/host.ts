@@ -11,16 +11,16 @@ import { type CallMessage, errorToWire, type LogMessage } from './messages.ts';
 
 export interface HostData {
   configs: LockSystemConfig[];
-  /** The daemon logger's level as a number (pino: debug 20, info 30, warn 40, error 50). */
+  /** The daemon logger's level as a number (pino: trace 10, debug 20 … fatal 60; silent: Infinity). */
   levelValue: number;
   adapterOptions: AdapterOptions;
 }
 
-const LEVELS = { debug: 20, info: 30, warn: 40, error: 50 } as const;
-type Level = keyof typeof LEVELS;
+const LEVELS: Record<LogMessage['log'], number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
+type Level = LogMessage['log'];
 
 /**
- * What adapters use of a pino logger (child, debug/info/warn/error): lines at or above the
+ * What adapters use of a pino logger (child and the level methods): lines at or above the
  * daemon's level are posted to it, so redaction, format and destination stay the daemon's.
  */
 function threadLogger(post: (m: LogMessage) => void, levelValue: number, bindings: Record<string, unknown> = {}): Logger {
@@ -32,13 +32,12 @@ function threadLogger(post: (m: LogMessage) => void, levelValue: number, binding
       else post({ log: level, bindings, obj: objOrMsg ?? {}, msg });
     };
   const logger = {
-    level: Object.entries(LEVELS).find(([, v]) => v === levelValue)?.[0] ?? 'info',
-    levelVal: levelValue,
+    trace: at('trace'),
     debug: at('debug'),
     info: at('info'),
     warn: at('warn'),
     error: at('error'),
-    isLevelEnabled: (level: Level) => LEVELS[level] >= levelValue,
+    fatal: at('fatal'),
     child: (more: Record<string, unknown>) => threadLogger(post, levelValue, { ...bindings, ...more }),
   };
   return logger as unknown as Logger;

@@ -15,7 +15,7 @@ export type ReplyMessage = { call: number; value: unknown } | { call: number; er
 
 /** A log line from an adapter on the thread: the daemon's logger writes it. */
 export interface LogMessage {
-  log: 'debug' | 'info' | 'warn' | 'error';
+  log: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
   bindings: Record<string, unknown>;
   obj: unknown;
   msg: string | undefined;
