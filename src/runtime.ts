@@ -54,9 +54,10 @@ export interface Runtime {
 }
 
 /**
- * Composes the daemon: store (migrated), identity repo, lock-system adapters, the queue engine
- * and, for `serve`, the HTTP server. Closing reverses the order: stop taking requests, let jobs
- * finish or hand them back, release lock-system sessions, close the store.
+ * Composes the daemon: store (migrated), identity repo, lock-system adapters (on their own thread
+ * unless `lockSystemThread` is off), the queue engine and, for `serve`, the HTTP server. Closing
+ * reverses the order: stop taking requests, let jobs finish or hand them back, release
+ * lock-system sessions and their thread, close the store.
  */
 export async function startLockstep(config: Config, log: Logger, opts: { http: boolean; workers: boolean; probes?: boolean }): Promise<Runtime> {
   const closers: Array<() => Promise<void>> = [];
