@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import type { Config } from '../config/schema.ts';
 import type { DirtyMark } from '../store/identities.ts';
 import type { ApplyBacklog } from './backpressure.ts';
+import { coalesceWrites } from './coalesce-writes.ts';
 import { TurnBatch } from './turn-batch.ts';
 
 /**
@@ -31,7 +32,7 @@ export interface ApplyJob {
 
 export function redisConnection(cfg: Config['redis']): Redis {
   // BullMQ workers block on Redis; they need unlimited per-request retries.
-  return new Redis(cfg.url, { maxRetriesPerRequest: null, enableReadyCheck: true, lazyConnect: false });
+  return coalesceWrites(new Redis(cfg.url, { maxRetriesPerRequest: null, enableReadyCheck: true, lazyConnect: false }));
 }
 
 type ApplyItem = { lockSystemId: string; personId: string; priority: number };
