@@ -15,7 +15,9 @@ import type { AccessMap, ActualState, PlannedOperation } from './types.ts';
  *   date moved earlier reaches even a key that is never online again, and one moved later does
  *   not stop a key early;
  * - revocations come before grants, and carry leaver priority, so that taking access away is
- *   never queued behind giving it.
+ *   never queued behind giving it;
+ * - access that may be on the keys without an accepted grant (`unsure`: a grant dead-lettered
+ *   after it started) is revoked when unwanted and granted again when wanted.
  */
 
 export const PRIORITY = { revoke: 1, leave: 1, reinstate: 5, grant: 10 } as const;
@@ -38,18 +40,19 @@ export function plan(input: PlanInput): PlannedOperation[] {
   for (const ls of systems) {
     const actual = input.actual.get(ls);
     const have = actual?.access ?? new Set<string>();
+    const unsure = actual?.unsure ?? new Set<string>();
     if (!input.active) {
-      if (actual && (!actual.left || have.size > 0)) {
-        const strip = new Set([...have, ...(input.managed.get(ls) ?? [])]);
+      if (actual && (!actual.left || have.size > 0 || unsure.size > 0)) {
+        const strip = new Set([...have, ...unsure, ...(input.managed.get(ls) ?? [])]);
         ops.push({ lockSystemId: ls, kind: 'leave', access: [...strip].sort(), priority: PRIORITY.leave });
       }
       continue;
     }
     const want = input.desired.get(ls) ?? new Set<string>();
-    const revoke = [...have].filter((a) => !want.has(a)).sort();
+    const revoke = [...new Set([...have, ...unsure])].filter((a) => !want.has(a)).sort();
     const grant = [...want].filter((a) => !have.has(a)).sort();
     if (revoke.length) ops.push({ lockSystemId: ls, kind: 'revoke', access: revoke, priority: PRIORITY.revoke });
-    const keepsAccess = have.size - revoke.length > 0 || grant.length > 0;
+    const keepsAccess = [...have].some((a) => want.has(a)) || grant.length > 0;
     const endDateStale = actual !== undefined && !actual.left && keepsAccess && !sameEndDate(actual.endDate, input.endDate ?? null);
     if ((actual?.left && want.size > 0) || endDateStale) ops.push({ lockSystemId: ls, kind: 'reinstate', access: [], priority: PRIORITY.reinstate });
     if (grant.length) ops.push({ lockSystemId: ls, kind: 'grant', access: grant, priority: PRIORITY.grant });
@@ -81,8 +84,15 @@ function sameEndDate(actual: string | null | undefined, wanted: string | null): 
  */
 export function applyToState(state: ActualState | undefined, op: Pick<PlannedOperation, 'kind' | 'access'>, endDate?: string | null): ActualState {
   const access = new Set(state?.access ?? []);
+  // A grant, revoke or leave that was accepted settles whether its access is there.
+  const unsure = new Set(state?.unsure ?? []);
+  if (op.kind !== 'reinstate') for (const a of op.access) unsure.delete(a);
+  if (op.kind === 'leave') unsure.clear();
   const known = state?.endDate;
-  const withEnd = (s: ActualState, end: string | null | undefined): ActualState => (end === undefined ? s : { ...s, endDate: end });
+  const withEnd = (s: ActualState, end: string | null | undefined): ActualState => {
+    const out = end === undefined ? s : { ...s, endDate: end };
+    return unsure.size ? { ...out, unsure } : out;
+  };
   switch (op.kind) {
     case 'grant':
       for (const a of op.access) access.add(a);
@@ -95,6 +105,20 @@ export function applyToState(state: ActualState | undefined, op: Pick<PlannedOpe
     case 'reinstate':
       return withEnd({ access, left: false }, endDate === undefined ? known : endDate);
   }
+}
+
+/**
+ * The state after a grant that started was dead-lettered: its access may be on the keys (added
+ * before the failure), so it becomes `unsure` unless already accepted. Other kinds add nothing
+ * that could be missed: a revoke or leave that stopped half-way leaves access that is still
+ * recorded, and so is revoked again.
+ */
+export function deadToState(state: ActualState | undefined, op: Pick<PlannedOperation, 'kind' | 'access'>): ActualState | undefined {
+  if (op.kind !== 'grant') return state;
+  const have = state?.access ?? new Set<string>();
+  const added = op.access.filter((a) => !have.has(a));
+  if (added.length === 0) return state;
+  return { access: new Set(have), left: state?.left ?? false, ...(state?.endDate === undefined ? {} : { endDate: state.endDate }), unsure: new Set([...(state?.unsure ?? []), ...added]) };
 }
 
 /**

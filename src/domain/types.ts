@@ -39,6 +39,12 @@ export interface ActualState {
    * `undefined` when not known (state recorded before lockstep kept it).
    */
   endDate?: string | null;
+  /**
+   * Access that may be on the keys although no operation adding it was accepted: a grant that
+   * started (so the lock system may hold part of it) and was then dead-lettered. Unwanted, it is
+   * revoked like accepted access; an accepted grant, revoke or leave of it settles it.
+   */
+  unsure?: Set<string>;
 }
 
 export type OperationKind = 'grant' | 'revoke' | 'leave' | 'reinstate';

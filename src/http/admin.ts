@@ -53,7 +53,15 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
         states.map((s) => [
           s.lock_system_id,
           // endDate: the termination date on the keys there (null none; absent when not known).
-          { access: JSON.parse(s.access), left: s.departed === 1, ...endDateFromRow(s.end_date), remotePersonId: s.remote_person_id, updatedAt: iso(s.updated_at) },
+          // unsure: access a dead-lettered grant may have left on the keys (absent when none).
+          {
+            access: JSON.parse(s.access),
+            left: s.departed === 1,
+            ...endDateFromRow(s.end_date),
+            ...(s.unsure ? { unsure: JSON.parse(s.unsure) } : {}),
+            remotePersonId: s.remote_person_id,
+            updatedAt: iso(s.updated_at),
+          },
         ]),
       ),
       operations: ops.map((o) => ({

@@ -29,11 +29,12 @@ export interface WireError {
   kind?: LockErrorKind;
   status?: number | undefined;
   retryAfterMs?: number | undefined;
+  unchanged?: boolean;
 }
 
 export function errorToWire(err: unknown): WireError {
   if (err instanceof LockSystemError)
-    return { name: err.name, message: err.message, stack: err.stack, kind: err.kind, status: err.status, retryAfterMs: err.retryAfterMs };
+    return { name: err.name, message: err.message, stack: err.stack, kind: err.kind, status: err.status, retryAfterMs: err.retryAfterMs, unchanged: err.unchanged };
   if (err instanceof Error) return { name: err.name, message: err.message, stack: err.stack };
   return { name: 'Error', message: String(err), stack: undefined };
 }
@@ -45,6 +46,7 @@ export function errorFromWire(w: WireError): Error {
       ? new LockSystemError(w.kind, w.message, {
           ...(w.status === undefined ? {} : { status: w.status }),
           ...(w.retryAfterMs === undefined ? {} : { retryAfterMs: w.retryAfterMs }),
+          ...(w.unchanged ? { unchanged: true } : {}),
         })
       : Object.assign(new Error(w.message), { name: w.name });
   if (w.stack) err.stack = w.stack;

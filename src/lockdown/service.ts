@@ -109,7 +109,12 @@ export class LockdownService {
     const result = await this.store.db.transaction().execute(async (trx) => {
       const running = await trx.selectFrom('lockdowns').selectAll().where('scope_key', '=', key).where('state', 'in', ['active', 'lift_requested']).executeTakeFirst();
       if (running) return { lockdown: running, created: false, persons: [] as string[] };
-      const holders = await trx.selectFrom('lock_state').select(['person_id', 'lock_system_id', 'access']).where('access', '!=', '[]').execute();
+      // Holders: accepted access, or access a dead-lettered grant may have left (unsure).
+      const holders = await trx
+        .selectFrom('lock_state')
+        .select(['person_id', 'lock_system_id', 'access', 'unsure'])
+        .where((eb) => eb.or([eb('access', '!=', '[]'), eb('unsure', 'is not', null)]))
+        .execute();
       // A grant already on its way to a lock system lands after this moment: its person must be
       // re-planned too (the plan then revokes right after it), or the grant would slip through.
       const inflight = await trx
@@ -133,7 +138,7 @@ export class LockdownService {
         counted.add(`${ls}/${person}`);
         targets[ls] = (targets[ls] ?? 0) + 1;
       };
-      for (const h of holders) consider(h.person_id, h.lock_system_id, h.access, true);
+      for (const h of holders) consider(h.person_id, h.lock_system_id, h.unsure ? JSON.stringify([...JSON.parse(h.access), ...JSON.parse(h.unsure)]) : h.access, true);
       // Started grants (running, or tried and waiting for a retry) will land and then be revoked;
       // those that never started are superseded before they run.
       for (const op of inflight) consider(op.person_id, op.lock_system_id, op.access, hasStarted(op));
@@ -163,7 +168,7 @@ export class LockdownService {
           insert into dirty (person_id, generation, priority, marked_at, reason, correlation_id)
           select person_id, 1, ${PRIORITY_LOCKDOWN}, ${now}, ${`lockdown ${id}`}, ${actor.correlationId}
           from (
-            select person_id from lock_state where access <> '[]' and lock_system_id in (${sql.join(systems)})
+            select person_id from lock_state where (access <> '[]' or unsure is not null) and lock_system_id in (${sql.join(systems)})
             union
             select person_id from operations where kind in ('grant', 'reinstate') and state in ('pending', 'running') and lock_system_id in (${sql.join(systems)})
           ) as affected

@@ -141,12 +141,19 @@ export class LockSystemError extends Error {
   /** From Retry-After, when the lock system said how long to wait. */
   readonly retryAfterMs: number | undefined;
   readonly status: number | undefined;
-  constructor(kind: LockErrorKind, message: string, opts: { retryAfterMs?: number; status?: number; cause?: unknown } = {}) {
+  /**
+   * True when the adapter knows the call changed nothing on the lock system (it failed before
+   * its first write: an access name it cannot resolve, say). A grant that fails otherwise may
+   * have added part of its access, which the core then treats as possibly present.
+   */
+  readonly unchanged: boolean;
+  constructor(kind: LockErrorKind, message: string, opts: { retryAfterMs?: number; status?: number; cause?: unknown; unchanged?: boolean } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'LockSystemError';
     this.kind = kind;
     this.retryAfterMs = opts.retryAfterMs;
     this.status = opts.status;
+    this.unchanged = opts.unchanged ?? false;
   }
 }
 

@@ -5,11 +5,11 @@ import type { AuditEntry } from '../audit/audit.ts';
 import { append } from '../store/group-commit.ts';
 import { exec, insertRows, lockPerson } from '../store/sql.ts';
 import { newId } from '../store/ids.ts';
-import { applyToState, endDateOf } from '../domain/planner.ts';
+import { applyToState, deadToState, endDateOf } from '../domain/planner.ts';
 import type { OperationKind, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
-import { actualFromRow, endDateToRow } from '../store/lock-state.ts';
+import { actualFromRow, endDateToRow, type LockStateRowView, unsureToRow } from '../store/lock-state.ts';
 import { LockSystemError, type ApplyResult, type LockSystem, type PersonRef } from '../ports/lock-system.ts';
 import type { Config } from '../config/schema.ts';
 import type { ApplyJob } from '../queue/queues.ts';
@@ -41,10 +41,10 @@ const OP_COLUMNS = 'id, seq, kind, access, attempts, correlation_id, requested_a
 const NEXT_OPERATION = `select ${OP_COLUMNS} from operations where lock_system_id = ? and person_id = ? and state in ('pending', 'running') order by seq limit 1`;
 const MARK_RUNNING = "update operations set state = 'running', attempts = ?, started_at = ? where id = ?";
 const MARK_ACCEPTED = "update operations set state = 'accepted', accepted_at = ?, effective_at = ?, last_error = null, result = ? where id = ?";
-const STATE_OF = 'select access, departed, end_date from lock_state where lock_system_id = ? and person_id = ?';
+const STATE_OF = 'select access, departed, end_date, unsure from lock_state where lock_system_id = ? and person_id = ?';
 const UPSERT_STATE =
-  'insert into lock_state (lock_system_id, person_id, remote_person_id, access, departed, end_date, updated_at) values (?, ?, ?, ?, ?, ?, ?) ' +
-  'on conflict (lock_system_id, person_id) do update set access = excluded.access, departed = excluded.departed, end_date = excluded.end_date, updated_at = excluded.updated_at';
+  'insert into lock_state (lock_system_id, person_id, remote_person_id, access, departed, end_date, unsure, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?) ' +
+  'on conflict (lock_system_id, person_id) do update set access = excluded.access, departed = excluded.departed, end_date = excluded.end_date, unsure = excluded.unsure, updated_at = excluded.updated_at';
 const UPSERT_STATE_WITH_REMOTE = `${UPSERT_STATE}, remote_person_id = excluded.remote_person_id`;
 const KEY_CHANGE_COLUMNS = ['id', 'operation_id', 'lock_system_id', 'person_id', 'key_id', 'kind', 'revocation', 'job_id', 'accepted_at', 'horizon'];
 
@@ -157,7 +157,7 @@ export class Applier {
         const e = err instanceof LockSystemError ? err : new LockSystemError('retryable', (err as Error)?.message ?? String(err), { cause: err });
         this.metrics?.operationSeconds.observe({ lock_system: lockSystemId, kind }, (performance.now() - started) / 1000);
         if (e.kind === 'permanent') {
-          await this.deadLetter(job, lockSystemId, personId, [op], e, false);
+          await this.deadLetter(job, lockSystemId, personId, [op], op.id, e, false);
           outcome.dead += 1;
           next = await this.claim(lockSystemId, personId, jobId);
           continue;
@@ -177,7 +177,7 @@ export class Applier {
             .where('state', 'in', ['pending', 'running'])
             .orderBy('seq')
             .execute();
-          await this.deadLetter(job, lockSystemId, personId, rest, e, true);
+          await this.deadLetter(job, lockSystemId, personId, rest, op.id, e, true);
           outcome.dead += rest.length;
           return outcome;
         }
@@ -223,7 +223,7 @@ export class Applier {
           ]),
         );
       const taskEntries = await this.raiseTasks(trx, lockSystemId, personId, op, result, now);
-      const [cur] = await exec<{ access: string; departed: number; end_date: string | null }>(trx, STATE_OF, [lockSystemId, personId]);
+      const [cur] = await exec<LockStateRowView>(trx, STATE_OF, [lockSystemId, personId]);
       const next = applyToState(cur ? actualFromRow(cur) : undefined, { kind: op.kind as PlannedOperation['kind'], access: JSON.parse(op.access) as string[] }, endDate);
       const remote = (result as { remotePersonId?: string } | undefined)?.remotePersonId ?? null;
       await exec(trx, remote ? UPSERT_STATE_WITH_REMOTE : UPSERT_STATE, [
@@ -233,6 +233,7 @@ export class Applier {
         JSON.stringify([...next.access].sort()),
         next.left ? 1 : 0,
         endDateToRow(next.endDate),
+        unsureToRow(next.unsure),
         now,
       ]);
       log.push(
@@ -285,11 +286,13 @@ export class Applier {
     });
   }
 
-  private async deadLetter(job: Job<ApplyJob>, lockSystemId: string, personId: string, ops: OpRow[], e: LockSystemError, exhausted: boolean): Promise<void> {
+  /** `failedOpId`: the operation whose attempt failed with `e` (the others in `ops` were waiting behind it). */
+  private async deadLetter(job: Job<ApplyJob>, lockSystemId: string, personId: string, ops: OpRow[], failedOpId: string, e: LockSystemError, exhausted: boolean): Promise<void> {
     const now = Date.now();
     const failedId = randomUUID();
     const error = `${e.kind}: ${e.message}`;
     await this.store.write(async (trx, log) => {
+      await lockPerson(trx, this.store.dialect, personId);
       if (ops.length)
         await trx
           .updateTable('operations')
@@ -300,6 +303,10 @@ export class Applier {
         .insertInto('failed_jobs')
         .values({ id: failedId, queue: job.queueName, lock_system_id: lockSystemId, person_id: personId, error, attempts: job.attemptsMade + 1, failed_at: now, retried_at: null })
         .execute();
+      // The operation that failed just now changed nothing if the adapter says so and no earlier
+      // attempt of it ran.
+      const pristine = new Set(ops.filter((o) => o.id === failedOpId && e.unchanged && Number(o.attempts) <= 1).map((o) => o.id));
+      const unsure = await this.recordUnsure(trx, lockSystemId, personId, ops.filter((o) => !pristine.has(o.id)), now);
       const entries: AuditEntry[] = [
         {
           actor: `system:apply:${lockSystemId}`,
@@ -307,7 +314,15 @@ export class Applier {
           subject: `job:${failedId}`,
           personId,
           correlationId: ops[0]?.correlation_id ?? failedId,
-          detail: { lockSystem: lockSystemId, error, exhausted, attempts: job.attemptsMade + 1, operations: ops.map((o) => ({ id: o.id, kind: o.kind, access: JSON.parse(o.access) })) },
+          detail: {
+            lockSystem: lockSystemId,
+            error,
+            exhausted,
+            attempts: job.attemptsMade + 1,
+            operations: ops.map((o) => ({ id: o.id, kind: o.kind, access: JSON.parse(o.access) })),
+            // Access a started grant may have left on the keys: revoked if it becomes unwanted.
+            unsure,
+          },
         },
       ];
       append(log, entries);
@@ -315,6 +330,23 @@ export class Applier {
     this.metrics?.deadLettered.inc({ lock_system: lockSystemId });
     for (const o of ops) this.metrics?.operations.inc({ lock_system: lockSystemId, kind: o.kind, outcome: 'dead' });
     this.log.error({ lockSystem: lockSystemId, personId, failedJob: failedId, error }, 'apply job dead-lettered');
+  }
+
+  /**
+   * Grants among `ops` that started may have put some of their access on the keys before they
+   * failed for good: that access is recorded as unsure in lock_state (see deadToState), so that
+   * the planner revokes it if it is no longer wanted. Returns the access newly unsure.
+   */
+  private async recordUnsure(trx: Transaction<Database>, lockSystemId: string, personId: string, ops: OpRow[], now: number): Promise<string[]> {
+    const started = ops.filter((o) => Number(o.attempts) > 0 && o.kind === 'grant');
+    if (started.length === 0) return [];
+    const [cur] = await exec<LockStateRowView>(trx, STATE_OF, [lockSystemId, personId]);
+    const before = cur ? actualFromRow(cur) : undefined;
+    let state = before;
+    for (const o of started) state = deadToState(state, { kind: 'grant', access: JSON.parse(o.access) as string[] });
+    if (!state || state === before) return [];
+    await exec(trx, UPSERT_STATE, [lockSystemId, personId, null, JSON.stringify([...state.access].sort()), state.left ? 1 : 0, endDateToRow(state.endDate), unsureToRow(state.unsure), now]);
+    return [...(state.unsure ?? [])].filter((a) => !before?.unsure?.has(a)).sort();
   }
 
   private async personRef(personId: string): Promise<PersonRef> {

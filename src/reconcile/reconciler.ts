@@ -31,7 +31,7 @@ import type { IdentityRepo } from '../store/identities.ts';
 const DIRTY_OF = 'select generation, correlation_id from dirty where person_id = ?';
 const DIRTY_GENERATION = 'select generation from dirty where person_id = ?';
 const DIRTY_CLEAR = 'delete from dirty where person_id = ? and generation = ?';
-const STATES_OF = 'select lock_system_id, access, departed, end_date from lock_state where person_id = ?';
+const STATES_OF = 'select lock_system_id, access, departed, end_date, unsure from lock_state where person_id = ?';
 const INFLIGHT_OF = "select seq, id, lock_system_id, kind, access, state, attempts, priority from operations where person_id = ? and state in ('pending', 'running') order by seq";
 const SCHEDULE_UPSERT = 'insert into schedule (person_id, due_at, reason) values (?, ?, ?) on conflict (person_id) do update set due_at = excluded.due_at';
 const SCHEDULE_DELETE = 'delete from schedule where person_id = ?';
@@ -110,7 +110,7 @@ export class Reconciler {
     let requeue = false;
 
     const body = async (trx: typeof db, log: AuditEntry[]) => {
-      const states = await exec<{ lock_system_id: string; access: string; departed: number; end_date: string | null }>(trx, STATES_OF, [personId]);
+      const states = await exec<{ lock_system_id: string; access: string; departed: number; end_date: string | null; unsure: string | null }>(trx, STATES_OF, [personId]);
       const inflight = await exec<{ seq: number; id: string; lock_system_id: string; kind: string; access: string; state: string; attempts: number; priority: number }>(trx, INFLIGHT_OF, [personId]);
       const actual = new Map<string, ActualState>();
       for (const s of states) {

@@ -206,7 +206,8 @@ export class LockDriftChecker {
       if (!current || Number(current.updated_at) !== Number(row.updated_at) || busy) return undefined;
       await trx
         .updateTable('lock_state')
-        .set({ access: JSON.stringify(observed), departed: row.departed === 1 && item.extra.length === 0 ? 1 : 0, updated_at: now })
+        // What the lock system holds is known now: nothing is unsure any more.
+        .set({ access: JSON.stringify(observed), departed: row.departed === 1 && item.extra.length === 0 ? 1 : 0, unsure: null, updated_at: now })
         .where('lock_system_id', '=', lockSystemId)
         .where('person_id', '=', row.person_id)
         .execute();

@@ -493,6 +493,15 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await db.schema.dropIndex('key_changes_operation').execute();
       },
     },
+    '0010_lock_state_unsure': {
+      /**
+       * Access that may be on the keys without an accepted grant (a grant dead-lettered after it
+       * started): JSON array, NULL for none. The planner revokes it when unwanted.
+       */
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('lock_state').addColumn('unsure', 'text').execute();
+      },
+    },
   };
   return { getMigrations: async () => list };
 }

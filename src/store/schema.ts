@@ -77,6 +77,8 @@ export interface LockStateTable {
   remote_person_id: string | null;
   /** The termination date last put on the keys: NULL unknown, '' none, else ISO (see migration 0008). */
   end_date: string | null;
+  /** JSON array of access that may be on the keys without an accepted grant (migration 0010); NULL none. */
+  unsure: string | null;
   updated_at: number;
 }
 

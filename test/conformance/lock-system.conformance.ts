@@ -8,6 +8,7 @@
  * - grant/revoke change exactly the named access; a re-apply sends no second change request;
  * - an operation broken in its middle by a 503 is completed by the retry, with no change sent twice;
  * - 429 → rate_limited with retryAfterMs; expired credentials → re-login or an `auth` error;
+ * - an unknown access name → permanent with `unchanged` and no write; a failure mid-grant without it;
  * - revoke/leave of an unknown person → `absent`; grant creates the person;
  * - access the API may not change is left alone (skipped with a reason where the adapter says so);
  * - leave empties managed access and asks for a person's work (collect_key) where needed;
@@ -170,6 +171,21 @@ export function runLockSystemConformance(name: string, makeRig: () => Promise<Co
       expect(err).toMatchObject({ kind: 'rate_limited', retryAfterMs: 7_000, status: 429 });
       const ok = await r.lock.apply(request('grant', 'c-429', [a]));
       expect(ok.outcome).toBe('applied');
+    });
+
+    it('an access name the lock system does not have: permanent, and says nothing was changed', async () => {
+      const [a] = r.access;
+      await r.lock.start();
+      r.clearLog();
+      const err = await rejection(r.lock.apply(request('grant', 'c-unknown', [a, 'No such door'])));
+      expect(err).toMatchObject({ kind: 'permanent', unchanged: true, message: expect.stringContaining('No such door') });
+      expect(r.writes()).toBe(0);
+      expect(await r.lock.readPerson('c-unknown')).toBeNull();
+      // A failure after a change was sent does not claim that.
+      r.failMidGrant();
+      const mid = await rejection(r.lock.apply(request('grant', 'c-unknown', r.access)));
+      expect(mid.unchanged).toBe(false);
+      r.clearFaults();
     });
 
     it('expired credentials: logs in again, or fails with kind auth', async () => {

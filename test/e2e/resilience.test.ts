@@ -119,6 +119,41 @@ describe('resilience of the pipeline', () => {
     expect(refused).toHaveLength(1);
   });
 
+  it('a grant that failed for good after adding its access: the access is revoked once unwanted', async () => {
+    s = await startStack({ config: { apply: { retry: { attempts: 3, baseMs: 20, maxMs: 50 } } } });
+    const u = (await s.scim('POST', '/Users', newUser('halfway@example.com'))).body.id as string;
+    // The access is added, then ordering its programming fails (503) until the attempts run out.
+    s.sim.setFaults({ failMatching: { method: 'POST', path: '/Order', count: 1000, status: 503 }, retryAfterSeconds: null });
+    const g = (await s.scim('POST', '/Groups', newGroup('Control Room', [u]))).body.id as string;
+    await waitFor(async () => (await s.admin('GET', '/jobs/failed')).body.items?.length === 1, { what: 'dead letter' });
+    expect(s.keyAccess(u)[0]).toContain('Control room');
+    s.sim.clearFaults();
+    const person = (await s.admin('GET', `/persons/${u}`)).body;
+    expect(person.actual.iloq).toMatchObject({ access: [], unsure: expect.arrayContaining(['Control room']) });
+    const audit = (await s.admin('GET', '/audit?action=job.dead_lettered')).body.items;
+    expect(audit[0].detail.unsure).toEqual(expect.arrayContaining(['Control room']));
+
+    // Out of the group: nothing accepted is recorded on the key, but the access may be there.
+    await s.scim('PATCH', `/Groups/${g}`, patch({ op: 'remove', path: `members[value eq "${u}"]` }));
+    await waitFor(() => s.keyAccess(u)[0]!.length === 0, { what: 'the unsure access revoked' });
+    await waitFor(async () => (await s.admin('GET', `/persons/${u}`)).body.actual.iloq.unsure === undefined, { what: 'settled' });
+    // Settled: the next change plans nothing more for it.
+    const revokes = async () => (await s.t.store.db.selectFrom('operations').select('id').where('person_id', '=', u).where('kind', '=', 'revoke').execute()).length;
+    expect(await revokes()).toBe(1);
+    await s.scim('PATCH', `/Users/${u}`, patch({ op: 'replace', value: { displayName: 'Half Way' } }));
+    await waitFor(async () => (await s.t.store.db.selectFrom('dirty').select('person_id').where('person_id', '=', u).execute()).length === 0, { what: 'reconciled' });
+    expect(await revokes()).toBe(1);
+  });
+
+  it('a grant refused before any change (unknown access) leaves nothing unsure', async () => {
+    s = await startStack({ config: { rules: [{ name: 'ghost', when: { groups: ['Ghost'] }, grant: [{ lockSystem: 'iloq', access: ['Ghost door'] }] }] } });
+    const u = (await s.scim('POST', '/Users', newUser('ghost2@example.com'))).body.id as string;
+    await s.scim('POST', '/Groups', newGroup('Ghost', [u]));
+    await waitFor(async () => (await s.admin('GET', '/jobs/failed')).body.items?.length === 1, { what: 'dead letter' });
+    const state = await s.t.store.db.selectFrom('lock_state').select(['unsure']).where('person_id', '=', u).executeTakeFirst();
+    expect(state?.unsure ?? null).toBeNull();
+  });
+
   it('exhausted retries dead-letter the remaining operations', async () => {
     s = await startStack({ config: { apply: { retry: { attempts: 3, baseMs: 20, maxMs: 50 } } } });
     const u = (await s.scim('POST', '/Users', newUser('down@example.com'))).body.id as string;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyToState, hasStarted, plan, type PlanInput } from '../../src/domain/planner.ts';
+import { applyToState, deadToState, hasStarted, plan, type PlanInput } from '../../src/domain/planner.ts';
 import type { ActualState } from '../../src/domain/types.ts';
 
 const managed = new Map([
@@ -7,8 +7,10 @@ const managed = new Map([
   ['cliq', new Set(['Y'])],
 ]);
 const m = (o: Record<string, string[]>) => new Map(Object.entries(o).map(([k, v]) => [k, new Set(v)]));
-const st = (o: Record<string, { access: string[]; left?: boolean }>) =>
-  new Map<string, ActualState>(Object.entries(o).map(([k, v]) => [k, { access: new Set(v.access), left: v.left ?? false }]));
+const st = (o: Record<string, { access: string[]; left?: boolean; unsure?: string[] }>) =>
+  new Map<string, ActualState>(
+    Object.entries(o).map(([k, v]) => [k, { access: new Set(v.access), left: v.left ?? false, ...(v.unsure ? { unsure: new Set(v.unsure) } : {}) }]),
+  );
 
 type Row = [string, Omit<PlanInput, 'managed'>, Array<[string, string, string[]]>];
 
@@ -44,6 +46,18 @@ describe('plan', () => {
       ],
     ],
     ['left person still without access: stays left', { active: true, desired: new Map(), actual: st({ iloq: { access: [], left: true } }) }, []],
+    ['unsure access no longer wanted: revoked', { active: true, desired: new Map(), actual: st({ iloq: { access: [], unsure: ['B'] } }) }, [['iloq', 'revoke', ['B']]]],
+    [
+      'unsure access beside accepted access: both revoked when unwanted, the wanted kept',
+      { active: true, desired: m({ iloq: ['A'] }), actual: st({ iloq: { access: ['A', 'C'], unsure: ['B'] } }) },
+      [['iloq', 'revoke', ['B', 'C']]],
+    ],
+    ['unsure access still wanted: granted again (it may be missing)', { active: true, desired: m({ iloq: ['B'] }), actual: st({ iloq: { access: [], unsure: ['B'] } }) }, [['iloq', 'grant', ['B']]]],
+    [
+      'leaver with only unsure access: one leave',
+      { active: false, desired: new Map(), actual: st({ iloq: { access: [], unsure: ['B'] } }) },
+      [['iloq', 'leave', ['A', 'B', 'C']]],
+    ],
     [
       'several systems are planned independently, in a stable order',
       { active: true, desired: m({ iloq: ['A'], cliq: ['Y'] }), actual: new Map() },
@@ -111,6 +125,25 @@ describe('plan: the keys follow the termination date', () => {
     expect(applyToState({ access: new Set(['A']), left: false, endDate: T1 }, { kind: 'reinstate', access: [] }, T2).endDate).toBe(T2);
     expect(applyToState({ access: new Set(['A']), left: false, endDate: T1 }, { kind: 'reinstate', access: [] }, null).endDate).toBeNull();
     expect(applyToState({ access: new Set(['A']), left: false }, { kind: 'revoke', access: ['A'] }, T2)).not.toHaveProperty('endDate');
+  });
+});
+
+describe('unsure access: what a dead-lettered grant may have left on the keys', () => {
+  it('a started grant that died makes its access unsure, unless already accepted', () => {
+    const state = deadToState({ access: new Set(['A']), left: false, endDate: null }, { kind: 'grant', access: ['A', 'B'] });
+    expect(state).toEqual({ access: new Set(['A']), left: false, endDate: null, unsure: new Set(['B']) });
+    expect(deadToState(undefined, { kind: 'grant', access: ['B'] })).toEqual({ access: new Set(), left: false, unsure: new Set(['B']) });
+    const before = { access: new Set(['A']), left: false };
+    expect(deadToState(before, { kind: 'grant', access: ['A'] })).toBe(before);
+    expect(deadToState(before, { kind: 'revoke', access: ['A'] })).toBe(before);
+  });
+
+  it('an accepted grant, revoke or leave settles it; a reinstate does not', () => {
+    const s = { access: new Set<string>(), left: false, unsure: new Set(['A', 'B']) };
+    expect(applyToState(s, { kind: 'grant', access: ['A'] }).unsure).toEqual(new Set(['B']));
+    expect(applyToState(s, { kind: 'revoke', access: ['A', 'B'] })).not.toHaveProperty('unsure');
+    expect(applyToState(s, { kind: 'leave', access: ['C'] })).not.toHaveProperty('unsure');
+    expect(applyToState(s, { kind: 'reinstate', access: [] }).unsure).toEqual(new Set(['A', 'B']));
   });
 });
 

@@ -487,9 +487,12 @@ export class CliqLockSystem implements LockSystem {
         throw new LockSystemError(
           'permanent',
           `unknown CLIQ access "${name}": no access profile in domain ${this.cfg.cliq.domainId} has that name (known: ${[...cat.byName.keys()].sort().join(', ') || 'none'})`,
+          { unchanged: true },
         );
       if (hits.length > 1)
-        throw new LockSystemError('permanent', `CLIQ access name "${name}" is ambiguous: ${hits.length} access profiles carry it (${hits.map((h) => h.id).join(', ')})`);
+        throw new LockSystemError('permanent', `CLIQ access name "${name}" is ambiguous: ${hits.length} access profiles carry it (${hits.map((h) => h.id).join(', ')})`, {
+          unchanged: true,
+        });
       out.push(hits[0]!);
     }
     return out;

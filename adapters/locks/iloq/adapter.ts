@@ -832,13 +832,15 @@ export class IloqLockSystem implements LockSystem {
       const hits = lookup(cat, name);
       if (!hits) {
         const known = [...cat.byName.keys()].sort().join(', ') || 'none';
-        throw new LockSystemError('permanent', `unknown iLOQ access "${name}": no API access (SecurityAccess Type 3) has that name (known: ${known})`);
+        throw new LockSystemError('permanent', `unknown iLOQ access "${name}": no API access (SecurityAccess Type 3) has that name (known: ${known})`, { unchanged: true });
       }
       if (hits.length > 1)
-        throw new LockSystemError('permanent', `iLOQ access name "${name}" is ambiguous: ${hits.length} API accesses carry it (${hits.map((h) => h.SecurityAccess_ID).join(', ')})`);
+        throw new LockSystemError('permanent', `iLOQ access name "${name}" is ambiguous: ${hits.length} API accesses carry it (${hits.map((h) => h.SecurityAccess_ID).join(', ')})`, {
+          unchanged: true,
+        });
       const sa = hits[0]!;
       if (purpose === 'grant' && sa.Status !== 0)
-        throw new LockSystemError('permanent', `iLOQ access "${name}" cannot be granted: its status is ${sa.Status} (only 0, active, can be granted)`);
+        throw new LockSystemError('permanent', `iLOQ access "${name}" cannot be granted: its status is ${sa.Status} (only 0, active, can be granted)`, { unchanged: true });
       out.push(sa);
     }
     return out;
