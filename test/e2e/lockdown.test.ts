@@ -144,6 +144,28 @@ describe('emergency lockdown', () => {
     expect((await s.admin('GET', `/lockdowns/${started.body.id}`)).body.perLockSystem.iloq).toMatchObject({ targeted: 1, accepted: 1 });
   });
 
+  it('access a dead-lettered grant may have left (unsure) is taken away and counted by a lockdown', async () => {
+    s = await startStack({ config: { apply: { retry: { attempts: 2, baseMs: 20, maxMs: 50 } } } });
+    const id = (await s.scim('POST', '/Users', newUser('unsure@example.com'))).body.id as string;
+    // The access is added, then ordering its programming fails until the attempts run out.
+    s.sim.setFaults({ failMatching: { method: 'POST', path: '/Order', count: 1000, status: 503 }, retryAfterSeconds: null });
+    await s.scim('POST', '/Groups', newGroup('Control Room', [id]));
+    await waitFor(async () => (await s.admin('GET', `/persons/${id}`)).body.actual?.iloq?.unsure?.length > 0, { what: 'the dead grant recorded as unsure' });
+    s.sim.clearFaults();
+    expect(s.keyAccess(id)[0]).toContain('Control room');
+    const started = await s.admin('POST', '/lockdowns', { scope: { all: true }, reason: 'Intrusion after a failed provisioning run' }, s.croToken);
+    expect(started.status).toBe(202);
+    await waitFor(() => s.keyAccess(id)[0]!.length === 0, { what: 'the unsure access revoked' });
+    const progress = await waitFor(
+      async () => {
+        const p = (await s.admin('GET', `/lockdowns/${started.body.id}`)).body;
+        return p.perLockSystem.iloq?.accepted === 1 ? p : undefined;
+      },
+      { what: 'the revocation accepted' },
+    );
+    expect(progress.perLockSystem.iloq).toMatchObject({ targeted: 1, accepted: 1 });
+  });
+
   it('a lock system failing mid-lockdown recovers and every revocation still lands', async () => {
     // Enough attempts that a 1.2 s outage can never exhaust them, however the jobs are timed.
     const { ids } = await setup({}, { apply: { retry: { attempts: 30, baseMs: 50, maxMs: 400 } } });
