@@ -8,8 +8,14 @@ describe.each(BACKENDS)('joiner / mover / leaver end to end on %s', (backend) =>
   let s: Stack;
   afterEach(async () => s?.stop());
 
-  it('SCIM group membership drives iLOQ access; deactivation removes it and end-dates the keys', async () => {
-    s = await startStack({ backend });
+  // The adapters run on their own thread by default (lockSystemThread); the flow must hold on the
+  // event loop too.
+  it.each([
+    ['on their thread', true],
+    ['on the event loop', false],
+  ])('SCIM group membership drives iLOQ access; deactivation removes it and end-dates the keys (adapters %s)', async (_where, thread) => {
+    s = await startStack({ backend, config: { lockSystemThread: thread } });
+    expect(s.rt.lockSystems.get('iloq')!.constructor.name).toBe(thread ? 'ThreadLockSystem' : 'IloqLockSystem');
     const created = await s.scim('POST', '/Users', newUser('ada@example.com'));
     expect(created.status).toBe(201);
     const id: string = created.body.id;

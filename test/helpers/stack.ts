@@ -104,6 +104,7 @@ export function stackConfig(
       ],
     },
     ...(extra.lockdown ? { lockdown: extra.lockdown } : {}),
+    ...(extra.lockSystemThread !== undefined ? { lockSystemThread: extra.lockSystemThread } : {}),
     reconcile: { concurrency: 8, sweepIntervalMs: 500, sweepAfterMs: 1000, jobLockMs: 2000, ...(extra.reconcile as object) },
   });
 }
