@@ -115,10 +115,9 @@ export function applyToState(state: ActualState | undefined, op: Pick<PlannedOpe
  */
 export function deadToState(state: ActualState | undefined, op: Pick<PlannedOperation, 'kind' | 'access'>): ActualState | undefined {
   if (op.kind !== 'grant') return state;
-  const have = state?.access ?? new Set<string>();
-  const added = op.access.filter((a) => !have.has(a));
+  const added = op.access.filter((a) => !state?.access.has(a));
   if (added.length === 0) return state;
-  return { access: new Set(have), left: state?.left ?? false, ...(state?.endDate === undefined ? {} : { endDate: state.endDate }), unsure: new Set([...(state?.unsure ?? []), ...added]) };
+  return { ...(state ?? { access: new Set<string>(), left: false }), unsure: new Set([...(state?.unsure ?? []), ...added]) };
 }
 
 /**

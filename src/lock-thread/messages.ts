@@ -1,8 +1,7 @@
-import { LockSystemError, type LockErrorKind } from '../ports/lock-system.ts';
+import { LockSystemError, type LockErrorKind, type LockSystem } from '../ports/lock-system.ts';
 
-/** The LockSystem methods a thread runs; `id` and `kind` are known on both sides from config. */
-export const METHODS = ['start', 'close', 'ping', 'catalogue', 'readPerson', 'apply', 'programmingState', 'reportLost', 'readEvents'] as const;
-export type Method = (typeof METHODS)[number];
+/** The LockSystem methods a thread runs (all of the port's; `id` and `kind` are known on both sides from config). */
+export type Method = Exclude<keyof LockSystem, 'id' | 'kind'>;
 
 export interface CallMessage {
   call: number;

@@ -6,7 +6,7 @@ import { append } from '../store/group-commit.ts';
 import { exec, insertRows, lockPerson } from '../store/sql.ts';
 import { newId } from '../store/ids.ts';
 import { applyToState, deadToState, endDateOf } from '../domain/planner.ts';
-import type { OperationKind, PlannedOperation } from '../domain/types.ts';
+import type { ActualState, OperationKind, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { actualFromRow, endDateToRow, type LockStateRowView, unsureToRow } from '../store/lock-state.ts';
@@ -46,6 +46,11 @@ const UPSERT_STATE =
   'insert into lock_state (lock_system_id, person_id, remote_person_id, access, departed, end_date, unsure, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?) ' +
   'on conflict (lock_system_id, person_id) do update set access = excluded.access, departed = excluded.departed, end_date = excluded.end_date, unsure = excluded.unsure, updated_at = excluded.updated_at';
 const UPSERT_STATE_WITH_REMOTE = `${UPSERT_STATE}, remote_person_id = excluded.remote_person_id`;
+/** The values of UPSERT_STATE for a person's state on a lock system. */
+function stateValues(lockSystemId: string, personId: string, remote: string | null, state: ActualState, now: number): unknown[] {
+  return [lockSystemId, personId, remote, JSON.stringify([...state.access].sort()), state.left ? 1 : 0, endDateToRow(state.endDate), unsureToRow(state.unsure), now];
+}
+
 const KEY_CHANGE_COLUMNS = ['id', 'operation_id', 'lock_system_id', 'person_id', 'key_id', 'kind', 'revocation', 'job_id', 'accepted_at', 'horizon'];
 
 /**
@@ -226,16 +231,7 @@ export class Applier {
       const [cur] = await exec<LockStateRowView>(trx, STATE_OF, [lockSystemId, personId]);
       const next = applyToState(cur ? actualFromRow(cur) : undefined, { kind: op.kind as PlannedOperation['kind'], access: JSON.parse(op.access) as string[] }, endDate);
       const remote = (result as { remotePersonId?: string } | undefined)?.remotePersonId ?? null;
-      await exec(trx, remote ? UPSERT_STATE_WITH_REMOTE : UPSERT_STATE, [
-        lockSystemId,
-        personId,
-        remote,
-        JSON.stringify([...next.access].sort()),
-        next.left ? 1 : 0,
-        endDateToRow(next.endDate),
-        unsureToRow(next.unsure),
-        now,
-      ]);
+      await exec(trx, remote ? UPSERT_STATE_WITH_REMOTE : UPSERT_STATE, stateValues(lockSystemId, personId, remote, next, now));
       log.push(
         {
           actor: `system:apply:${lockSystemId}`,
@@ -305,8 +301,8 @@ export class Applier {
         .execute();
       // The operation that failed just now changed nothing if the adapter says so and no earlier
       // attempt of it ran.
-      const pristine = new Set(ops.filter((o) => o.id === failedOpId && e.unchanged && Number(o.attempts) <= 1).map((o) => o.id));
-      const unsure = await this.recordUnsure(trx, lockSystemId, personId, ops.filter((o) => !pristine.has(o.id)), now);
+      const pristine = (o: OpRow) => o.id === failedOpId && e.unchanged && Number(o.attempts) <= 1;
+      const unsure = await this.recordUnsure(trx, lockSystemId, personId, ops.filter((o) => !pristine(o)), now);
       const entries: AuditEntry[] = [
         {
           actor: `system:apply:${lockSystemId}`,
@@ -345,7 +341,7 @@ export class Applier {
     let state = before;
     for (const o of started) state = deadToState(state, { kind: 'grant', access: JSON.parse(o.access) as string[] });
     if (!state || state === before) return [];
-    await exec(trx, UPSERT_STATE, [lockSystemId, personId, null, JSON.stringify([...state.access].sort()), state.left ? 1 : 0, endDateToRow(state.endDate), unsureToRow(state.unsure), now]);
+    await exec(trx, UPSERT_STATE, stateValues(lockSystemId, personId, null, state, now));
     return [...(state.unsure ?? [])].filter((a) => !before?.unsure?.has(a)).sort();
   }
 
