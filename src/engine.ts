@@ -61,7 +61,7 @@ export class Engine {
     this.pacer = new Pacer(deps.config.pacing, (share) => deps.metrics?.backgroundShare.set(share));
     deps.metrics?.backgroundShare.set(1);
     this.lockdowns = new LockdownService({ store: deps.store, config: deps.config, log: deps.log, queues: this.queues });
-    this.reconciler = new Reconciler({ ...deps, onApply: (items) => this.queues.enqueueApply(items), lockdowns: () => this.lockdowns.activeViews() });
+    this.reconciler = new Reconciler({ ...deps, onApply: (items) => this.queues.enqueueApply(items), lockdowns: (db) => this.lockdowns.activeViews(db) });
     this.applier = new Applier(deps);
     this.sweeper = new Sweeper({
       store: deps.store,

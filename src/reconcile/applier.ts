@@ -136,14 +136,16 @@ export class Applier {
     if (!system || !slots) throw new Error(`lock system ${lockSystemId} is not configured`);
     const outcome: ApplyOutcome = { accepted: 0, dead: 0 };
     const jobId = job.id ?? '';
-    let person: PersonRef | undefined;
-    // Each acceptance claims the next operation in the same change: one commit per operation.
-    let next = await this.claim(lockSystemId, personId, jobId);
+    // The person is read in the first claim's change; each acceptance claims the next operation
+    // in the same change: one commit per operation.
+    const first = await this.claim(lockSystemId, personId, jobId, true);
+    if (!first.op || !first.person) return outcome;
+    const person = first.person;
+    let next: OpRow | undefined = first.op;
     for (;;) {
       const op = next;
       if (!op) return outcome;
       next = undefined;
-      person ??= await this.personRef(personId);
       const kind = op.kind as OperationKind;
       const access = JSON.parse(op.access) as string[];
       let started = performance.now();
@@ -164,7 +166,7 @@ export class Applier {
         if (e.kind === 'permanent') {
           await this.deadLetter(job, lockSystemId, personId, [op], op.id, e, false);
           outcome.dead += 1;
-          next = await this.claim(lockSystemId, personId, jobId);
+          next = (await this.claim(lockSystemId, personId, jobId, false)).op;
           continue;
         }
         if (e.kind === 'rate_limited') {
@@ -193,11 +195,16 @@ export class Applier {
     }
   }
 
-  /** Takes the first unfinished operation of this pair, marks it running and audits the attempt. */
-  private claim(lockSystemId: string, personId: string, jobId: string): Promise<OpRow | undefined> {
+  /**
+   * Takes the first unfinished operation of this pair, marks it running and audits the attempt;
+   * with `withPerson`, reads what the lock system is told about the person in the same change
+   * (on SQLite the writer's connection has the pages warm; see Reconciler.run).
+   */
+  private claim(lockSystemId: string, personId: string, jobId: string, withPerson: boolean): Promise<{ op?: OpRow | undefined; person?: PersonRef | undefined }> {
     return this.store.write(async (trx, log) => {
       await lockPerson(trx, this.store.dialect, personId);
-      return claimIn(trx, log, lockSystemId, personId, jobId);
+      const op = await claimIn(trx, log, lockSystemId, personId, jobId);
+      return { op, person: withPerson && op ? await this.personRef(personId, trx) : undefined };
     });
   }
 
@@ -345,8 +352,8 @@ export class Applier {
     return [...(state.unsure ?? [])].filter((a) => !before?.unsure?.has(a)).sort();
   }
 
-  private async personRef(personId: string): Promise<PersonRef> {
-    const p = await this.identities.loadProfile(personId);
+  private async personRef(personId: string, db: Transaction<Database>): Promise<PersonRef> {
+    const p = await this.identities.loadProfile(personId, db);
     const ref: PersonRef = { personId, externalId: personId };
     if (p?.givenName) ref.givenName = p.givenName;
     if (p?.familyName) ref.familyName = p.familyName;

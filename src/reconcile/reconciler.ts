@@ -10,7 +10,9 @@ import { newId } from '../store/ids.ts';
 import type { ActualState, PlannedOperation } from '../domain/types.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
+import type { Kysely } from 'kysely';
 import type { Store } from '../store/db.ts';
+import type { Database } from '../store/schema.ts';
 import type { IdentityRepo } from '../store/identities.ts';
 
 /**
@@ -59,7 +61,7 @@ export class Reconciler {
   private readonly metrics: Metrics | undefined;
   private notifyApply: ApplyNotifier;
 
-  private readonly lockdowns: () => Promise<LockdownView[]>;
+  private readonly lockdowns: (db: Kysely<Database>) => Promise<LockdownView[]>;
 
   constructor(deps: {
     store: Store;
@@ -69,7 +71,7 @@ export class Reconciler {
     metrics?: Metrics;
     onApply?: ApplyNotifier;
     /** Lockdowns in force; part of every person's desired state. */
-    lockdowns?: () => Promise<LockdownView[]>;
+    lockdowns?: (db: Kysely<Database>) => Promise<LockdownView[]>;
   }) {
     this.lockdowns = deps.lockdowns ?? (async () => []);
     this.store = deps.store;
@@ -97,19 +99,25 @@ export class Reconciler {
 
   private async run(personId: string, dryRun: boolean): Promise<ReconcileResult> {
     const db = this.store.db;
-    const [dirty] = await exec<{ generation: number; correlation_id: string }>(db, DIRTY_OF, [personId]);
-    const correlationId = dirty?.correlation_id ?? newId();
-    const identity = await this.identities.loadIdentity(personId);
-    const now = Date.now();
-    const ctx: PolicyContext = { now, ...(identity?.createdAt !== undefined ? { createdAt: identity.createdAt } : {}) };
-    const { access: desired, applied: lockdownsApplied } = applyLockdowns(desiredAccess(identity, this.cfg.policy.rules, ctx), identity, await this.lockdowns());
-    const desiredOut = Object.fromEntries([...desired].map(([k, v]) => [k, [...v].sort()]));
-    const rules = matchingRules(identity, this.cfg.policy.rules, ctx);
-    const wakeAt = nextChange(identity, this.cfg.policy.rules, ctx);
+    let correlationId = '';
+    let desiredOut: Record<string, string[]> = {};
+    let rules: string[] = [];
     let operations: PlannedOperation[] = [];
     let requeue = false;
 
+    // Reads and writes share the change: on SQLite they run on the writer's connection, whose
+    // page cache the last commit left warm (the reading connection drops its cache at every
+    // commit), and the plan is made from the same snapshot it is written against.
     const body = async (trx: typeof db, log: AuditEntry[]) => {
+      const [dirty] = await exec<{ generation: number; correlation_id: string }>(trx, DIRTY_OF, [personId]);
+      correlationId = dirty?.correlation_id ?? newId();
+      const identity = await this.identities.loadIdentity(personId, trx);
+      const now = Date.now();
+      const ctx: PolicyContext = { now, ...(identity?.createdAt !== undefined ? { createdAt: identity.createdAt } : {}) };
+      const { access: desired, applied: lockdownsApplied } = applyLockdowns(desiredAccess(identity, this.cfg.policy.rules, ctx), identity, await this.lockdowns(trx));
+      desiredOut = Object.fromEntries([...desired].map(([k, v]) => [k, [...v].sort()]));
+      rules = matchingRules(identity, this.cfg.policy.rules, ctx);
+      const wakeAt = nextChange(identity, this.cfg.policy.rules, ctx);
       const states = await exec<{ lock_system_id: string; access: string; departed: number; end_date: string | null; unsure: string | null }>(trx, STATES_OF, [personId]);
       const inflight = await exec<{ seq: number; id: string; lock_system_id: string; kind: string; access: string; state: string; attempts: number; priority: number }>(trx, INFLIGHT_OF, [personId]);
       const actual = new Map<string, ActualState>();

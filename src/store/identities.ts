@@ -1,4 +1,4 @@
-import { sql, type Expression, type ExpressionBuilder, type SqlBool, type Transaction } from 'kysely';
+import { sql, type Expression, type Kysely, type ExpressionBuilder, type SqlBool, type Transaction } from 'kysely';
 import { appendAudit, type AuditEntry } from '../audit/audit.ts';
 import type { Store } from './db.ts';
 import { append } from './group-commit.ts';
@@ -527,11 +527,11 @@ export class IdentityRepo {
 
   // ---------- reconciliation ----------
 
-  /** The identity as policy sees it, or null when the person no longer exists. */
-  async loadIdentity(personId: string): Promise<Identity | null> {
-    const [row] = await exec<Pick<PersonsTable, 'id' | 'source_id' | 'user_name' | 'active' | 'display_name' | 'profile' | 'created_at'>>(this.store.db, LOAD_PERSON, [personId]);
+  /** The identity as policy sees it, or null when the person no longer exists; `db` may be a change's transaction. */
+  async loadIdentity(personId: string, db: Kysely<Database> = this.store.db): Promise<Identity | null> {
+    const [row] = await exec<Pick<PersonsTable, 'id' | 'source_id' | 'user_name' | 'active' | 'display_name' | 'profile' | 'created_at'>>(db, LOAD_PERSON, [personId]);
     if (!row) return null;
-    const groups = await exec<{ id: string; display_name: string }>(this.store.db, LOAD_GROUPS, [personId]);
+    const groups = await exec<{ id: string; display_name: string }>(db, LOAD_GROUPS, [personId]);
     const profile = JSON.parse(row.profile) as Profile;
     return {
       personId: row.id,
@@ -551,8 +551,8 @@ export class IdentityRepo {
   }
 
   /** The person's profile alone (names, email, attributes): what a lock system is told. */
-  async loadProfile(personId: string): Promise<Profile | null> {
-    const [row] = await exec<{ profile: string }>(this.store.db, LOAD_PROFILE, [personId]);
+  async loadProfile(personId: string, db: Kysely<Database> = this.store.db): Promise<Profile | null> {
+    const [row] = await exec<{ profile: string }>(db, LOAD_PROFILE, [personId]);
     return row ? (JSON.parse(row.profile) as Profile) : null;
   }
 
