@@ -44,6 +44,7 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { CliqSimError, CliqSimState, type SeedEventOptions, type SeedKeyOptions, type SeedPersonOptions } from './sim-state.ts';
 import { CLIQ_MAX_LIMIT, type CliqAccessProfile, type CliqEvent, type CliqJob, type CliqKey, type CliqPerson, type CliqRevalidation } from './client.ts';
+import { readJsonBody } from '../shared/sim-body.ts';
 
 export interface CliqFailMatching {
   /** HTTP method to match (any when absent). */
@@ -605,26 +606,8 @@ function send(res: http.ServerResponse, reply: Reply): void {
   res.end(text);
 }
 
-async function readJson(req: http.IncomingMessage): Promise<unknown> {
-  const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
-  if (!hasBody) {
-    req.resume();
-    return undefined;
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY) throw new CliqSimError(422, 'INVALID_BODY', 'request body too large');
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (!text.trim()) return undefined;
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new CliqSimError(422, 'INVALID_BODY', 'the request body is not valid JSON');
-  }
+function readJson(req: http.IncomingMessage): Promise<unknown> {
+  return readJsonBody(req, MAX_BODY, (problem) => new CliqSimError(422, 'INVALID_BODY', problem === 'too_large' ? 'request body too large' : 'the request body is not valid JSON'));
 }
 
 /**

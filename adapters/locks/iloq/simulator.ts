@@ -42,6 +42,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { SimError, SimState, type AddKeyOptions } from './sim-state.ts';
 import { SecurityAccessType, type GetLockLogDataParam, type Key, type LockGroup, type LockLogData, type Person, type SecurityAccess } from './wire.ts';
+import { readJsonBody } from '../shared/sim-body.ts';
 
 /** Fail requests in the middle of an operation: the (skip+1)th..(skip+count)th matching request. */
 export interface SimFailMatching {
@@ -705,26 +706,8 @@ function send(res: http.ServerResponse, reply: Reply): void {
   res.end(text);
 }
 
-async function readJson(req: http.IncomingMessage): Promise<unknown> {
-  const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
-  if (!hasBody) {
-    req.resume();
-    return undefined;
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY) throw new SimError(413, 'Request body too large.');
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (!text.trim()) return undefined;
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new SimError(400, 'The request body is not valid JSON.');
-  }
+function readJson(req: http.IncomingMessage): Promise<unknown> {
+  return readJsonBody(req, MAX_BODY, (problem) => (problem === 'too_large' ? new SimError(413, 'Request body too large.') : new SimError(400, 'The request body is not valid JSON.')));
 }
 
 /**
