@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { readJsonBody } from '../../adapters/locks/shared/sim-body.ts';
@@ -25,7 +26,7 @@ describe('simulator request bodies', () => {
   afterAll(() => new Promise<void>((r) => server.close(() => r())));
 
   const send = async (body?: string | Iterable<string>, headers: Record<string, string> = {}) => {
-    const r = await request(url, { method: 'POST', body: typeof body === 'string' || body === undefined ? body : (async function* () { yield* body; })(), headers });
+    const r = await request(url, { method: 'POST', body: typeof body === 'string' || body === undefined ? body : Readable.from(body), headers });
     return { status: r.statusCode, json: (await r.body.json()) as Record<string, unknown> };
   };
 
