@@ -7,13 +7,17 @@
  * syscall- and memory-heavy work, which is most of what a pipeline event costs. The benchmarks
  * record this probe before and after their run beside their figures, so that two runs can be
  * compared across the machine's phases (a run whose probe reads 1.4x higher ran on a slower
- * machine, not slower code). A reading, not a target.
+ * machine, not slower code). A reading, not a target: consecutive readings differ by 10-15 %
+ * on such a machine, so it tells phases apart (1.3x and more), not small differences. The
+ * load generator's own CPU per event, in the same results, is the reading taken during the run.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { DatabaseSync } from 'node:sqlite';
 import { Pool } from 'undici';
 
@@ -85,9 +89,17 @@ function probeCommits(commits: number): number {
   }
 }
 
-/** About a second of work on an idle machine. */
-export async function probeMachine(): Promise<MachineProbe> {
+async function measure(): Promise<MachineProbe> {
   return { httpUs: await probeHttp(4000), commitUs: probeCommits(1000) };
+}
+
+/**
+ * About a second of work, in a fresh Node process each time: in a process that has run it before
+ * (or has run a benchmark), the JIT has warmed up and the same work reads up to 2.5x cheaper.
+ */
+export async function probeMachine(): Promise<MachineProbe> {
+  const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), '--json'], { encoding: 'utf8' });
+  return JSON.parse(out) as MachineProbe;
 }
 
 /** "41 → 44 µs per HTTP exchange, 120 → 131 µs per commit" */
@@ -97,6 +109,7 @@ export function describeProbes(before: MachineProbe, after: MachineProbe): strin
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const p = await probeMachine();
-  console.log(`${p.httpUs.toFixed(1)} µs CPU per loopback HTTP exchange, ${p.commitUs.toFixed(1)} µs per SQLite commit`);
+  const p = await measure();
+  if (process.argv.includes('--json')) console.log(JSON.stringify(p));
+  else console.log(`${p.httpUs.toFixed(1)} µs CPU per loopback HTTP exchange, ${p.commitUs.toFixed(1)} µs per SQLite commit`);
 }
