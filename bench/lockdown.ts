@@ -41,7 +41,6 @@ import { configSchema, DEFAULT_APPLY_CONCURRENCY } from '../src/config/schema.ts
 import { openStore } from '../src/store/db.ts';
 import { IdentityRepo } from '../src/store/identities.ts';
 import { cpuSecondsOf, killOnExit, launchLockstep, peakRssMbOf, redisCpuSeconds } from './lockstep-process.ts';
-import { describeProbes, probeMachine } from './machine-probe.ts';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -60,8 +59,6 @@ const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
-  // Before anything of the benchmark runs, and again after it (see machine-probe.ts).
-  const probeBefore = await probeMachine();
   const dir = mkdtempSync(join(tmpdir(), 'lockstep-lockdown-bench-'));
   const iloq = await startIloqSimulator({ port: 0, seed: 'demo', requestLogLimit: 100, programDelayMs: null });
   const cliq = await startCliqSimulator({ port: 0, seed: 'demo', token: 'bench', requestLogLimit: 100, jobDelayMs: null });
@@ -261,8 +258,6 @@ async function main() {
   for await (const b of r.scanStream({ match: `${prefix}:*`, count: 1000 })) if ((b as string[]).length) await r.del(...(b as string[]));
   await r.quit();
   rmSync(dir, { recursive: true, force: true });
-  const probes = describeProbes(probeBefore, await probeMachine());
-  console.log(probes);
 
   const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
   const row = (p: typeof start) =>
@@ -270,7 +265,7 @@ async function main() {
   const text = [
     `### ${new Date().toISOString()} — lockdown (node bench/lockdown.ts)`,
     '',
-    `Machine: ${cpus()[0]?.model ?? '?'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; SQLite store; ${KEYS} keys (${half} iLOQ + ${half} CLIQ), ${LATENCY} ms per simulator call, apply concurrency ${CONCURRENCY} per lock system${WORKERS ? ` (${PER_PROCESS} per process)` : ''}; ${WORKERS ? `\`serve --no-workers\` + ${WORKERS} \`worker\` processes` : 'one `serve` process'}; simulators in the benchmark process. Peak RSS of lockstep ${hwm.toFixed(0)} MB${WORKERS ? ' (sum)' : ''}. The ${probes}.`,
+    `Machine: ${cpus()[0]?.model ?? '?'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; SQLite store; ${KEYS} keys (${half} iLOQ + ${half} CLIQ), ${LATENCY} ms per simulator call, apply concurrency ${CONCURRENCY} per lock system${WORKERS ? ` (${PER_PROCESS} per process)` : ''}; ${WORKERS ? `\`serve --no-workers\` + ${WORKERS} \`worker\` processes` : 'one `serve` process'}; simulators in the benchmark process. Peak RSS of lockstep ${hwm.toFixed(0)} MB${WORKERS ? ' (sum)' : ''}.`,
     '',
     '| phase | first request | all accepted | bound (calls × latency ÷ concurrency) | share of bound (target ≥ 80%) | calls per op iLOQ / CLIQ | lockstep CPU per op | requests in flight iLOQ / CLIQ (mean) | share per lock system iLOQ / CLIQ (its bound ÷ when it was done) | latency served per call iLOQ / CLIQ |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',

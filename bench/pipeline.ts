@@ -13,9 +13,7 @@
  *  3. lockstep's peak RSS (VmHWM);
  *  4. the CPU time per event of lockstep, of this process (load generator and simulator) and of
  *     Redis in each throughput phase: the three share the machine's cores, and the split shows
- *     what bounds the rate on a given machine;
- *  5. a probe of the machine's speed before and after (bench/machine-probe.ts), to compare runs
- *     across the phases of a shared machine.
+ *     what bounds the rate on a given machine.
  * Results are printed and appended to bench/RESULTS.md. Not a test: it reports numbers.
  */
 import { randomBytes } from 'node:crypto';
@@ -28,7 +26,6 @@ import { Redis } from 'ioredis';
 import { startIloqSimulator } from '../adapters/locks/iloq/simulator.ts';
 import { sha256Hex } from '../src/http/admin-auth.ts';
 import { cpuSecondsOf, killOnExit, launchLockstep, peakRssMbOf, redisCpuSeconds } from './lockstep-process.ts';
-import { describeProbes, probeMachine } from './machine-probe.ts';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -51,8 +48,6 @@ const pct = (xs: number[], p: number) => {
 };
 
 async function main() {
-  // Before anything of the benchmark runs, and again after it (see machine-probe.ts).
-  const probeBefore = await probeMachine();
   const dir = mkdtempSync(join(tmpdir(), 'lockstep-bench-'));
   const sim = await startIloqSimulator({ port: 0, host: '127.0.0.1', seed: 'demo', requestLogLimit: 1 });
   const token = randomBytes(16).toString('hex');
@@ -249,8 +244,6 @@ async function main() {
   for await (const b of info.scanStream({ match: `${prefix}:*`, count: 1000 })) if ((b as string[]).length) await info.del(...(b as string[]));
   await info.quit();
   rmSync(dir, { recursive: true, force: true });
-  const probes = describeProbes(probeBefore, await probeMachine());
-  console.log(probes);
 
   const versions = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')).packages as Record<string, { version: string }>;
   const v = (p: string) => versions[`node_modules/${p}`]?.version ?? '?';
@@ -258,7 +251,7 @@ async function main() {
     `### ${new Date().toISOString()} — pipeline (npm run bench)`,
     '',
     `Machine: ${cpus()[0]?.model ?? '?'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; SQLite store; Redis ${REDIS_URL}; ` +
-      `fastify ${v('fastify')}, bullmq ${v('bullmq')}, scimmy ${v('scimmy')}, kysely ${v('kysely')}. Simulator latency 0, in the load generator's process. The ${probes}.`,
+      `fastify ${v('fastify')}, bullmq ${v('bullmq')}, scimmy ${v('scimmy')}, kysely ${v('kysely')}. Simulator latency 0, in the load generator's process.`,
     `Settings: ${EVENTS} events per phase, ${CONCURRENCY} SCIM requests in flight, reconcile and apply concurrency 64; ${SPLIT ? 'two processes: `serve --no-workers` + `worker` (RSS is their sum)' : 'one `serve` process'}.`,
     '',
     '| figure | result | target |',
