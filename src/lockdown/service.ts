@@ -129,19 +129,20 @@ export class LockdownService {
       const counted = new Set<string>();
       // Access lists are parsed only for scopes that name access (a revoke-all of 10,000 keys
       // would otherwise spend a noticeable part of its first 100 ms in JSON.parse).
-      const consider = (person: string, ls: string, accessJson: string, target: boolean) => {
+      const consider = (person: string, ls: string, access: () => string[], target: boolean) => {
         const whole = scope.all || scope.lockSystems?.includes(ls);
-        if (!whole && !(JSON.parse(accessJson) as string[]).some((a) => inScope(scope, ls, a))) return;
+        if (!whole && !access().some((a) => inScope(scope, ls, a))) return;
         order.push({ personId: person, lockSystemId: ls });
         // Progress counts what must be revoked: break-glass holders keep their access.
         if (!target || breakGlass.has(person) || counted.has(`${ls}/${person}`)) return;
         counted.add(`${ls}/${person}`);
         targets[ls] = (targets[ls] ?? 0) + 1;
       };
-      for (const h of holders) consider(h.person_id, h.lock_system_id, h.unsure ? JSON.stringify([...JSON.parse(h.access), ...JSON.parse(h.unsure)]) : h.access, true);
+      const parse = (json: string | null) => (json ? (JSON.parse(json) as string[]) : []);
+      for (const h of holders) consider(h.person_id, h.lock_system_id, () => [...parse(h.access), ...parse(h.unsure)], true);
       // Started grants (running, or tried and waiting for a retry) will land and then be revoked;
       // those that never started are superseded before they run.
-      for (const op of inflight) consider(op.person_id, op.lock_system_id, op.access, hasStarted(op));
+      for (const op of inflight) consider(op.person_id, op.lock_system_id, () => parse(op.access), hasStarted(op));
       const row: LockdownsTable = {
         id,
         scope: JSON.stringify(scope),
