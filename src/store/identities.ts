@@ -14,8 +14,8 @@ import type { Database, GroupsTable, PersonsTable } from './schema.ts';
  * person, so a change is never recorded without the reconcile it calls for, and vice versa.
  * Queues are told after commit; if that tell is lost, the sweeper finds the dirty mark.
  *
- * On SQLite, changes arriving together are group-committed (see `write`): one transaction,
- * a savepoint per change, one audit append per batch.
+ * On SQLite, changes arriving together are group-committed (see `write` and GroupCommit): one
+ * transaction and one audit append per batch.
  *
  * Reads and writes are scoped by source (the SCIM tenant): an id from another source is
  * "not found". Lists filter and page in SQL; filters that no index can narrow are only run

@@ -133,6 +133,44 @@ describe('group commit on SQLite', () => {
       await watched.close();
     }
   });
+  it('runs a batch without savepoints, and again with one per change only when a change fails', async () => {
+    t = await freshStore('sqlite');
+    const { kysely, direct } = openSqlite(t.storeConfig.sqlite.path);
+    const seen: string[] = [];
+    const store = storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite', (text, params) => {
+      seen.push(text);
+      return direct(text, params);
+    });
+    const runs = new Map<string, number>();
+    const counted = (key: string, fail = false) =>
+      store.write(async (trx, log) => {
+        runs.set(key, (runs.get(key) ?? 0) + 1);
+        await exec(trx, 'insert into meta (key, value) values (?, ?)', [key, 'v']);
+        log.push({ actor: 'test', action: 'test.put', subject: `meta:${key}`, correlationId: key });
+        if (fail) throw new Error(`${key} refused`);
+        return key;
+      });
+    try {
+      await Promise.all([counted('k1'), counted('k2'), counted('k3')]);
+      expect(seen.filter((s) => s.includes('savepoint'))).toEqual([]);
+      expect([...runs.values()]).toEqual([1, 1, 1]);
+
+      seen.length = 0;
+      runs.clear();
+      const results = await Promise.allSettled([counted('k4'), counted('k5', true), counted('k6')]);
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      // k4 and k5 ran in the optimistic pass, which k5's failure rolled back; all three in the isolated one.
+      expect(Object.fromEntries(runs)).toEqual({ k4: 2, k5: 2, k6: 1 });
+      expect(seen.filter((s) => s === 'savepoint change')).toHaveLength(3);
+      expect(seen).toContain('rollback to savepoint change');
+      expect(await keys(store)).toEqual(['k1', 'k2', 'k3', 'k4', 'k6']);
+      const audit = await queryAudit(store.db, { action: 'test.put', limit: 10 });
+      expect(audit.map((a) => a.subject).sort()).toEqual(['meta:k1', 'meta:k2', 'meta:k3', 'meta:k4', 'meta:k6']);
+      expect((await verifyAudit(store.db)).ok).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
 });
 
 describe('statements of the SQLite writer without Kysely', () => {
