@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import type { SourceConfig } from '../../config/schema.ts';
 import { ScimHttpError } from './errors.ts';
 
@@ -35,7 +35,7 @@ export class TokenAuthenticator {
     if (!authorization) throw new ScimHttpError(401, undefined, 'Authorization header with a Bearer token is required', challenge);
     const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
     if (!m) throw new ScimHttpError(401, undefined, 'Authorization must use the Bearer scheme', challenge);
-    const presented = createHash('sha256').update(m[1]!, 'utf8').digest();
+    const presented = hash('sha256', m[1]!, 'buffer');
     let found: ScimTenant | undefined;
     for (const e of this.entries) {
       if (e.digest.length === presented.length && timingSafeEqual(e.digest, presented) && !found) found = e.tenant;
@@ -47,5 +47,5 @@ export class TokenAuthenticator {
 
 /** Hex SHA-256 of a token, as configured in sources[].scim.tokenSha256. */
 export function hashToken(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex');
+  return hash('sha256', token, 'hex');
 }
