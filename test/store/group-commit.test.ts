@@ -133,6 +133,7 @@ describe('group commit on SQLite', () => {
       await watched.close();
     }
   });
+
   it('runs a batch without savepoints, and again with one per change only when a change fails', async () => {
     t = await freshStore('sqlite');
     const { kysely, direct } = openSqlite(t.storeConfig.sqlite.path);
