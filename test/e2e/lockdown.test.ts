@@ -102,6 +102,16 @@ describe('emergency lockdown', () => {
     expect(refused.length).toBeGreaterThanOrEqual(3);
   });
 
+  it('queues every affected person itself, past the first batch, without waiting for the sweeper', async () => {
+    // The sweeper would hide a person the lockdown forgot to queue: here it would take ten minutes.
+    const { ids, guard } = await setup({}, { reconcile: { sweepIntervalMs: 600_000, sweepAfterMs: 600_000 } });
+    const started = await s.admin('POST', '/lockdowns', { scope: { all: true }, reason: 'Drill: revoke all, then restore' }, s.croToken);
+    expect(started.status).toBe(202);
+    await waitFor(() => ids.every((p) => s.keyAccess(p)[0]!.length === 0), { what: 'revocations of all five operators' });
+    expect((await s.admin('POST', `/lockdowns/${started.body.id}/lift`, {}, s.croToken)).body).toMatchObject({ state: 'lifted' });
+    await waitFor(() => [...ids, guard].every((p) => s.keyAccess(p)[0]?.includes('Control room')), { what: 'access of all six restored' });
+  });
+
   it('under dual control a second CRO must confirm the lift; starting never waits', async () => {
     const { ids } = await setup({ dualControl: true });
     const started = await s.admin('POST', '/lockdowns', { scope: { lockSystems: ['iloq'] }, reason: 'Substation intrusion alarm' }, s.croToken);
