@@ -69,7 +69,9 @@ const GROUP_MAX = 64;
  * throws, the whole transaction rolls back and the batch runs again with each change in a
  * savepoint, where a failing change is rolled back alone and the others commit. A change may
  * therefore run twice; the Change contract (database only, through `trx`) makes that safe,
- * since the first run left nothing behind.
+ * since the first run left nothing behind. Failures come in runs (an IdP retrying a conflicting
+ * request, a client sending garbage): after a batch in which a change failed, the next one runs
+ * isolated at once, so that a stream of failing requests does not make every batch run twice.
  *
  * A lone change runs as soon as the event loop has taken this turn's other I/O, with no
  * savepoint, so latency at low load is one loop turn.
@@ -82,6 +84,8 @@ export class GroupCommit {
   private running = false;
   private closed = false;
   private idleWaiters: Array<() => void> = [];
+  /** A change of the last batch failed: the next batch starts isolated. */
+  private isolateNext = false;
 
   /** `direct`: the statements of the shared transaction may skip Kysely (see withDirectSql). */
   constructor(db: Kysely<Database>, direct?: DirectSql) {
@@ -165,8 +169,9 @@ export class GroupCommit {
     try {
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, GROUP_MAX);
-        let { outcomes, rolledBack } = await this.commit(batch, false);
+        let { outcomes, rolledBack } = await this.commit(batch, this.isolateNext);
         if (rolledBack?.error instanceof IsolateAndRetry) ({ outcomes, rolledBack } = await this.commit(batch, true));
+        this.isolateNext = rolledBack !== undefined || outcomes.some((o) => !o.ok);
         if (rolledBack) {
           // A lone change's own error, or a failed commit: nothing of the batch was written.
           batch.forEach((c, i) => {

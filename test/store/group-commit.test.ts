@@ -166,8 +166,19 @@ describe('group commit on SQLite', () => {
       expect(seen.filter((s) => s === 'savepoint change')).toHaveLength(3);
       expect(seen).toContain('rollback to savepoint change');
       expect(await keys(store)).toEqual(['k1', 'k2', 'k3', 'k4', 'k6']);
-      const audit = await queryAudit(store.db, { action: 'test.put', limit: 10 });
-      expect(audit.map((a) => a.subject).sort()).toEqual(['meta:k1', 'meta:k2', 'meta:k3', 'meta:k4', 'meta:k6']);
+
+      // Failures come in runs: the batch after one starts isolated, and the one after that does not.
+      seen.length = 0;
+      runs.clear();
+      await Promise.all([counted('k7'), counted('k8')]);
+      expect(Object.fromEntries(runs)).toEqual({ k7: 1, k8: 1 });
+      expect(seen.filter((s) => s === 'savepoint change')).toHaveLength(2);
+      seen.length = 0;
+      await Promise.all([counted('k9'), counted('ka')]);
+      expect(seen.filter((s) => s.includes('savepoint'))).toEqual([]);
+
+      const audit = await queryAudit(store.db, { action: 'test.put', limit: 20 });
+      expect(audit.map((a) => a.subject).sort()).toEqual(['meta:k1', 'meta:k2', 'meta:k3', 'meta:k4', 'meta:k6', 'meta:k7', 'meta:k8', 'meta:k9', 'meta:ka']);
       expect((await verifyAudit(store.db)).ok).toBe(true);
     } finally {
       await store.close();
