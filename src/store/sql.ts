@@ -5,8 +5,8 @@ import type { Database } from './schema.ts';
 /**
  * Fixed SQL text for the hot paths (every SCIM request, every reconcile, every apply), run
  * through Kysely's executor (same connection, same transactions, same plugins for results); on
- * SQLite, straight on the connection inside the writer's transactions (withDirectSql) and on a
- * reading connection for plain reads outside transactions (readsBeside).
+ * SQLite, straight on the connection inside the writer's transactions (withDirectSql) and,
+ * for plain reads outside transactions, straight on a connection that need not wait (readsBeside).
  * Building and compiling a query with the builder costs about as much as running it on
  * SQLite, so statements that run thousands of times a second are written once, as text, in
  * the SQL both backends share; `?` placeholders become `$n` for PostgreSQL. Dynamic queries
@@ -49,7 +49,8 @@ const PLAIN_READ = /^\s*select\s/i;
 
 /**
  * Sends the plain reads `exec` runs on `db` itself (outside any transaction) to `read`: on
- * SQLite, a second connection that reads the last committed state. Through Kysely they waited
+ * SQLite, the writer's connection while it is between transactions, else a second connection;
+ * either reads the last committed state (sqlite-driver.ts). Through Kysely they waited
  * for the writer's open transaction to end (the writing connection has one lock) and paid its
  * per-query machinery (~2 of ~4 us per read). Reads inside a transaction stay on it.
  */

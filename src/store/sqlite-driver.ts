@@ -70,8 +70,13 @@ export function openSqlite(
     stmt.run(params);
     return [];
   };
+  // A plain read runs on the writer's own connection whenever that is between transactions: the
+  // last commit left its pages warm there, while the reading connection drops its cache at every
+  // commit and reads the pages again. While a transaction is open on the writer, the reading
+  // connection answers, from the last commit.
+  const read: DirectSql | undefined = reader ? (text, params) => (db.isTransaction ? reader.read(text, params) : direct(text, params)) : undefined;
   const checkpointer = background ? startCheckpointer(path, opts.checkpointer!.onError) : undefined;
-  return { db, kysely, direct, read: reader?.read, stopCheckpointer: checkpointer?.stop };
+  return { db, kysely, direct, read, stopCheckpointer: checkpointer?.stop };
 }
 
 /** Page cache of the reading connection: reads of hot rows and index pages, not whole tables. */
