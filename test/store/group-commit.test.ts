@@ -4,7 +4,7 @@ import { queryAudit, verifyAudit } from '../../src/audit/audit.ts';
 import { openStore, storeOn, type Store } from '../../src/store/db.ts';
 import type { Database } from '../../src/store/schema.ts';
 import { openSqlite } from '../../src/store/sqlite-driver.ts';
-import { exec } from '../../src/store/sql.ts';
+import { exec, readsBeside } from '../../src/store/sql.ts';
 import { BACKENDS, freshStore, type TestStore } from '../helpers/stores.ts';
 
 const put = (store: Store, key: string, value: string) =>
@@ -243,5 +243,34 @@ describe('plain reads beside the SQLite writer', () => {
     release();
     await writing;
     expect(await keys(t.store)).toEqual(['k1', 'k2']);
+  });
+
+  it("run on the writer's own connection while it is between transactions, beside it while one is open", async () => {
+    t = await freshStore('sqlite');
+    const { db: writer, kysely, direct, read } = openSqlite(t.storeConfig.sqlite.path);
+    const store = storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite', direct);
+    readsBeside(store.db, read!);
+    // A temporary table exists on the writer's connection only: it tells which connection answered.
+    writer.exec('create temp table probe (x integer)');
+    const probe = () => exec<{ n: number }>(store.db, 'select count(*) as n from temp.probe', []);
+    try {
+      expect(await probe()).toEqual([{ n: 0 }]);
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let inside!: () => void;
+      const opened = new Promise<void>((r) => (inside = r));
+      const writing = store.write(async (trx) => {
+        await exec(trx, 'insert into meta (key, value) values (?, ?)', ['k1', 'a']);
+        inside();
+        await held;
+      });
+      await opened;
+      await expect(probe()).rejects.toThrow(/no such table/);
+      release();
+      await writing;
+      expect(await probe()).toEqual([{ n: 0 }]);
+    } finally {
+      await store.close();
+    }
   });
 });
