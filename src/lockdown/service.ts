@@ -290,34 +290,15 @@ export class LockdownService {
   }
 
   private async afterFinish(l: LockdownsTable, event: string): Promise<void> {
-    const marked = `lockdown ${l.id}%`;
+    const reason = `lockdown ${l.id}%`;
     // Restoring starts from a few persons per lock system, read with a bound: reading the whole
     // list first (10,000 persons: ~30 ms) held the first request back past 100 ms. The whole
     // list is read after the head start.
-    const heads = await Promise.all(
-      this.cfg.lockSystems.map((ls) =>
-        this.store.db
-          .selectFrom('lock_state')
-          .innerJoin('dirty', 'dirty.person_id', 'lock_state.person_id')
-          .select(['dirty.person_id', 'lock_state.lock_system_id'])
-          .where('lock_state.lock_system_id', '=', ls.id)
-          .where('dirty.reason', 'like', marked)
-          .limit(FIRST_BATCH)
-          .execute(),
-      ),
-    );
-    const first = roundRobin(heads.flat().map((p) => ({ personId: p.person_id, lockSystemId: p.lock_system_id }))).slice(0, FIRST_BATCH);
+    const heads = await Promise.all(this.cfg.lockSystems.map((ls) => this.markedBy(reason, { lockSystemId: ls.id, limit: FIRST_BATCH })));
+    const first = roundRobin(heads.flat()).slice(0, FIRST_BATCH);
     await this.enqueue(first, PRIORITY_NORMAL);
     const queued = new Set(first);
-    this.enqueueLater(async () => {
-      const persons = await this.store.db
-        .selectFrom('dirty')
-        .leftJoin('lock_state', 'lock_state.person_id', 'dirty.person_id')
-        .select(['dirty.person_id', 'lock_state.lock_system_id'])
-        .where('dirty.reason', 'like', marked)
-        .execute();
-      return roundRobin(persons.map((p) => ({ personId: p.person_id, lockSystemId: p.lock_system_id ?? '' }))).filter((p) => !queued.has(p));
-    }, PRIORITY_NORMAL);
+    this.enqueueLater(async () => roundRobin(await this.markedBy(reason)).filter((p) => !queued.has(p)), PRIORITY_NORMAL);
     this.log.warn({ lockdown: l.id, event }, 'lockdown ended; normal access is being restored');
     const fresh = await this.get(l.id);
     if (fresh) void this.notify(event, fresh);
@@ -399,6 +380,17 @@ export class LockdownService {
       queuedPersons: Number(queued.n),
       lift: l.lift_correlation_id ? { perLockSystem: restored } : null,
     };
+  }
+
+  /** Persons whose dirty mark has `reason` (a LIKE pattern), with their lock systems; `only`: one lock system's first few. */
+  private async markedBy(reason: string, only?: { lockSystemId: string; limit: number }): Promise<Array<{ personId: string; lockSystemId: string }>> {
+    let q = this.store.db
+      .selectFrom('dirty')
+      .leftJoin('lock_state', 'lock_state.person_id', 'dirty.person_id')
+      .select(['dirty.person_id', 'lock_state.lock_system_id'])
+      .where('dirty.reason', 'like', reason);
+    if (only) q = q.where('lock_state.lock_system_id', '=', only.lockSystemId).limit(only.limit);
+    return (await q.execute()).map((p) => ({ personId: p.person_id, lockSystemId: p.lock_system_id ?? '' }));
   }
 
   /**
