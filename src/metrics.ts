@@ -87,6 +87,18 @@ export class Metrics {
     labelNames: ['source'] as const,
     registers: [this.registry],
   });
+  readonly walRewinds = new Counter({
+    name: 'lockstep_sqlite_wal_rewinds_total',
+    help: 'Times the SQLite WAL was rewound after growing under sustained writes; complete="false": another connection still read from it, and it was not.',
+    labelNames: ['complete'] as const,
+    registers: [this.registry],
+  });
+  readonly walRewindHoldSeconds = new Histogram({
+    name: 'lockstep_sqlite_wal_rewind_hold_seconds',
+    help: 'How long writes were held for one rewind of the SQLite WAL.',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
   readonly queueDepth = new Gauge({
     name: 'lockstep_queue_jobs',
     help: 'Jobs per queue and state, read at scrape time.',

@@ -74,12 +74,19 @@ export async function startLockstep(config: Config, log: Logger, opts: { http: b
       closers.push(() => s.close());
     }
 
-    const store = openStore(config.store, { onBackgroundError: (err) => log.error({ err: err.message }, 'SQLite checkpointer thread failed; checkpoints fall back to the writer') });
+    const metrics = new Metrics();
+    const store = openStore(config.store, {
+      onBackgroundError: (err) => log.error({ err: err.message }, 'SQLite checkpointer thread failed; checkpoints fall back to the writer'),
+      onWalRewound: ({ heldMs, frames, complete }) => {
+        metrics.walRewinds.inc({ complete: String(complete) });
+        metrics.walRewindHoldSeconds.observe(heldMs / 1000);
+        log.debug({ heldMs: Math.round(heldMs), frames, complete }, 'SQLite WAL rewound');
+      },
+    });
     closers.push(() => store.close());
     const applied = await store.migrate();
     if (applied.length) log.info({ applied }, 'database migrated');
 
-    const metrics = new Metrics();
     const identities = new IdentityRepo(store);
     const thread = config.lockSystemThread && config.lockSystems.length ? new LockSystemThread(config.lockSystems, log) : undefined;
     const lockSystems = thread ? thread.lockSystems() : new Map(config.lockSystems.map((ls) => [ls.id, createLockSystem(ls, log)]));

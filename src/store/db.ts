@@ -8,6 +8,7 @@ import { appendAudit, type AuditEntry } from '../audit/audit.ts';
 import { GroupCommit, runAfter, type AfterCommit, type Change } from './group-commit.ts';
 import { migrations } from './migrations.ts';
 import type { Database } from './schema.ts';
+import type { CheckpointerOptions, WalRewind } from './checkpointer.ts';
 import { openSqlite } from './sqlite-driver.ts';
 import { readsBeside, type DirectSql } from './sql.ts';
 
@@ -36,9 +37,14 @@ export type StoreOptions = Omit<Config['store'], 'sqlite'> & { sqlite: { path: s
 
 /**
  * `onBackgroundError`: hears of a failure on the store's own background thread (SQLite's
- * checkpointer), which the store survives; by default a process warning.
+ * checkpointer), which the store survives; by default a process warning. `onWalRewound`: hears
+ * of each time SQLite's WAL was rewound and for how long writes were held (checkpointer.ts).
+ * `checkpoints`: the checkpointer's interval and rewind threshold, which tests shorten.
  */
-export function openStore(cfg: StoreOptions, opts: { onBackgroundError?: (err: Error) => void } = {}): Store {
+export function openStore(
+  cfg: StoreOptions,
+  opts: { onBackgroundError?: (err: Error) => void; onWalRewound?: (r: WalRewind) => void; checkpoints?: Pick<CheckpointerOptions, 'intervalMs' | 'rewindAtFrames'> } = {},
+): Store {
   if (cfg.driver === 'postgres') {
     const url = cfg.postgres.url ?? process.env.DATABASE_URL;
     if (!url) throw new Error('store.postgres.url or DATABASE_URL is required for the postgres store');
@@ -49,12 +55,16 @@ export function openStore(cfg: StoreOptions, opts: { onBackgroundError?: (err: E
   }
   if (cfg.sqlite.path !== ':memory:') mkdirSync(dirname(cfg.sqlite.path), { recursive: true });
   const onError = opts.onBackgroundError ?? ((err: Error) => process.emitWarning(`SQLite checkpointer stopped: ${err.message}`));
-  const { kysely, direct, read, stopCheckpointer } = openSqlite(cfg.sqlite.path, { cacheMB: cfg.sqlite.cacheMB, checkpointer: { onError } });
+  const { kysely, direct, read, checkpointer } = openSqlite(cfg.sqlite.path, { cacheMB: cfg.sqlite.cacheMB, checkpointer: { ...opts.checkpoints, onError, onRewound: opts.onWalRewound } });
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) });
   if (read) readsBeside(db, read);
+  // Kysely hands its one SQLite connection to one caller at a time: holding it holds every write
+  // (the group commit's transactions and all others) without blocking the event loop, while
+  // plain reads, which run beside Kysely, go on.
+  checkpointer?.holdWritesWith((during) => db.connection().execute(() => during()));
   // The checkpointer stops before the writer's connection closes, so that this one is the last
   // and, as SQLite does for the last connection, folds the WAL into the file and removes it.
-  return storeOn(db, 'sqlite', direct, stopCheckpointer);
+  return storeOn(db, 'sqlite', direct, checkpointer?.stop);
 }
 
 /**

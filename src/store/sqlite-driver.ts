@@ -1,6 +1,6 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import type { SqliteDatabase, SqliteStatement } from 'kysely';
-import { FALLBACK_AUTOCHECKPOINT_PAGES, startCheckpointer } from './checkpointer.ts';
+import { FALLBACK_AUTOCHECKPOINT_PAGES, startCheckpointer, type Checkpointer, type CheckpointerOptions } from './checkpointer.ts';
 import type { DirectSql } from './sql.ts';
 
 /** Prepared statements kept per connection (lockstep's distinct SQL texts are far fewer). */
@@ -11,13 +11,13 @@ const STATEMENTS_KEPT = 2000;
  * needs no native addon, so we adapt it: `reader` is derived from the statement's result
  * columns, and parameters are spread because node:sqlite takes them as varargs.
  *
- * `checkpointer`: for a database file, checkpoints run on a thread of their own (checkpointer.ts)
- * and `stopCheckpointer` ends it; its failures go to `onError`.
+ * `checkpointer`: for a database file, checkpoints run on a thread of their own (checkpointer.ts),
+ * returned as `checkpointer`.
  */
 export function openSqlite(
   path: string,
-  opts: { cacheMB?: number; checkpointer?: { onError: (err: Error) => void } } = {},
-): { db: DatabaseSync; kysely: SqliteDatabase; direct: DirectSql; read: DirectSql | undefined; stopCheckpointer: (() => Promise<void>) | undefined } {
+  opts: { cacheMB?: number; checkpointer?: CheckpointerOptions } = {},
+): { db: DatabaseSync; kysely: SqliteDatabase; direct: DirectSql; read: DirectSql | undefined; checkpointer: Checkpointer | undefined } {
   const file = path !== ':memory:';
   const background = file && opts.checkpointer !== undefined;
   const db = new DatabaseSync(path);
@@ -75,8 +75,8 @@ export function openSqlite(
   // commit and reads the pages again. While a transaction is open on the writer, the reading
   // connection answers, from the last commit.
   const read: DirectSql | undefined = reader ? (text, params) => (db.isTransaction ? reader.read(text, params) : direct(text, params)) : undefined;
-  const checkpointer = background ? startCheckpointer(path, opts.checkpointer!.onError) : undefined;
-  return { db, kysely, direct, read, stopCheckpointer: checkpointer?.stop };
+  const checkpointer = background ? startCheckpointer(path, opts.checkpointer!) : undefined;
+  return { db, kysely, direct, read, checkpointer };
 }
 
 /** Page cache of the reading connection: reads of hot rows and index pages, not whole tables. */

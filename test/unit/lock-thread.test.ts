@@ -119,7 +119,7 @@ describe('lock-system thread', () => {
       const store = openSqlite(${JSON.stringify(db)}, { checkpointer: { onError: (e) => console.error('checkpointer', e.message) } });
       const thread = new LockSystemThread([JSON.parse(process.env.LS_CONFIG)], createLogger('warn'));
       await thread.lockSystems().get('iloq-test').ping();
-      await store.stopCheckpointer();
+      await store.checkpointer.stop();
       store.kysely.close();
       console.log('pinged');
     `;
