@@ -234,7 +234,8 @@ async function main() {
     () => api('POST', '/lockdowns', { scope: { all: true }, reason: 'Benchmark: revoke all keys' }),
     (f, ls) => {
       const c = (f.perLockSystem as Record<string, { accepted: number; failed: number; targeted: number }>)[ls];
-      return c !== undefined && c.accepted + c.failed >= c.targeted;
+      // Targets are counted just after the first batch has started (markedAt).
+      return Boolean(f.markedAt) && c !== undefined && c.accepted + c.failed >= c.targeted;
     },
   );
   const lift = await phase(

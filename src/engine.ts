@@ -157,7 +157,13 @@ export class Engine {
     this.sweeper.start();
     this.effectiveness.start();
     this.overdue.start();
-    this.expiryTimer = setInterval(() => void this.lockdowns.expireDue().catch((err: Error) => this.log.warn({ err: err.message }, 'lockdown expiry check failed')), this.cfg.reconcile.sweepIntervalMs);
+    // With the expiry check: the targets of a lockdown whose start a crash cut short.
+    const checkLockdowns = () => {
+      void this.lockdowns.expireDue().catch((err: Error) => this.log.warn({ err: err.message }, 'lockdown expiry check failed'));
+      void this.lockdowns.resumeMarking().catch((err: Error) => this.log.error({ err: err.message }, 'resuming the marking of a lockdown failed'));
+    };
+    checkLockdowns();
+    this.expiryTimer = setInterval(checkLockdowns, this.cfg.reconcile.sweepIntervalMs);
     this.expiryTimer.unref();
   }
 

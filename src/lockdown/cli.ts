@@ -8,6 +8,8 @@
 interface Figures {
   id: string;
   state: string;
+  /** Null until every target has been marked and counted (the first ~100 ms). */
+  markedAt: string | null;
   perLockSystem: Record<string, { targeted: number; accepted: number; effective: number; failed: number; pending: number }>;
   exposure: { keysNotYetEffective: number; unbounded: number; latestHorizon: string | null };
   tasks: number;
@@ -116,7 +118,7 @@ async function watch(url: string, token: string, id: string, out: NodeJS.WriteSt
 
 /** Done when nobody is left to plan and nothing planned is still on its way. */
 function done(f: Figures, phase: 'revoke' | 'lift'): boolean {
-  if (f.queuedPersons > 0) return false;
+  if (f.queuedPersons > 0 || !f.markedAt) return false;
   if (phase === 'lift') return f.lift !== null && Object.values(f.lift.perLockSystem).every((c) => c.pending === 0);
   return Object.values(f.perLockSystem).every((c) => c.pending === 0);
 }

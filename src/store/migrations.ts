@@ -502,6 +502,18 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await db.schema.alterTable('lock_state').addColumn('unsure', 'text').execute();
       },
     },
+    '0011_lockdown_marked_at': {
+      /**
+       * When every target of a lockdown had been marked dirty and counted. A lockdown now starts
+       * with its row and a first few persons, and marks and counts the rest right after (see
+       * LockdownService.start); NULL while that is still to do, which a restart picks up.
+       * Lockdowns of earlier versions were marked in full when they started.
+       */
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('lockdowns').addColumn('marked_at', bigint).execute();
+        await db.updateTable('lockdowns').set({ marked_at: sql`started_at` }).execute();
+      },
+    },
   };
   return { getMigrations: async () => list };
 }

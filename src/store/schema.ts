@@ -162,8 +162,10 @@ export interface LockdownsTable {
   reason: string;
   state: LockdownState;
   correlation_id: string;
-  /** JSON {lockSystem: persons holding in-scope access at start}. */
+  /** JSON {lockSystem: persons holding in-scope access at start}; {} until marked_at is set. */
   targets: string;
+  /** When every target had been marked dirty and counted; null for the first moments (or until a restart resumes it). */
+  marked_at: number | null;
   started_by: string;
   started_at: number;
   expires_at: number | null;

@@ -1,4 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { LockdownService } from '../../src/lockdown/service.ts';
+import { createLogger } from '../../src/log.ts';
 import { startStack, waitFor, type Stack } from '../helpers/stack.ts';
 import { newGroup, newUser } from './scim-user.ts';
 
@@ -55,13 +57,13 @@ describe('emergency lockdown', () => {
     const progress = await waitFor(
       async () => {
         const p = (await s.admin('GET', `/lockdowns/${id}`, undefined, s.auditorToken)).body;
-        return p.perLockSystem.iloq.accepted === 5 ? p : undefined;
+        // Counted (markedAt) and drained: the persons marked after the first batch are planned too.
+        return p.perLockSystem.iloq.accepted === 5 && p.markedAt && p.queuedPersons === 0 ? p : undefined;
       },
       { what: 'every revocation accepted' },
     );
     // The break-glass guard is not a target: nothing of theirs is to be revoked.
     expect(progress.perLockSystem.iloq).toMatchObject({ targeted: 5, accepted: 5, failed: 0, pending: 0 });
-    expect(progress.queuedPersons).toBe(0);
 
     // Readers asking at the same moment share one computation of the figures.
     const service = s.rt.engine.lockdowns;
@@ -97,7 +99,10 @@ describe('emergency lockdown', () => {
     expect((await s.admin('POST', `/lockdowns/${id}/lift`, {}, s.croToken)).status).toBe(409);
 
     const actions = ((await s.admin('GET', '/audit?action=lockdown.*&limit=100')).body.items as Array<{ action: string }>).map((a) => a.action);
-    expect(actions).toEqual(['lockdown.start', 'lockdown.exemption', 'lockdown.lift']);
+    expect(actions).toEqual(['lockdown.start', 'lockdown.marked', 'lockdown.exemption', 'lockdown.lift']);
+    const marked = (await s.admin('GET', '/audit?action=lockdown.marked')).body.items[0];
+    expect(marked.detail).toEqual({ targets: { iloq: 5 }, persons: 6 });
+    expect((await s.admin('GET', `/lockdowns/${id}`, undefined, s.auditorToken)).body.markedAt).toEqual(expect.any(String));
     const refused = (await s.admin('GET', '/audit?action=admin.refused')).body.items;
     expect(refused.length).toBeGreaterThanOrEqual(3);
   });
@@ -110,6 +115,34 @@ describe('emergency lockdown', () => {
     await waitFor(() => ids.every((p) => s.keyAccess(p)[0]!.length === 0), { what: 'revocations of all five operators' });
     expect((await s.admin('POST', `/lockdowns/${started.body.id}/lift`, {}, s.croToken)).body).toMatchObject({ state: 'lifted' });
     await waitFor(() => [...ids, guard].every((p) => s.keyAccess(p)[0]?.includes('Control room')), { what: 'access of all six restored' });
+  });
+
+  it('a start cut short before its targets were marked is finished by the next lockdown check', async () => {
+    const { ids, guard } = await setup({}, { reconcile: { sweepIntervalMs: 600_000, sweepAfterMs: 600_000 } });
+    // The first batch is read from what lockstep has recorded as accepted (the simulator has it a moment earlier).
+    await waitFor(async () => {
+      for (const p of [...ids, guard]) if (!(await s.admin('GET', `/persons/${p}`)).body.actual?.iloq?.access?.includes('Control room')) return false;
+      return true;
+    }, { what: 'the grants recorded as accepted' });
+    // A service whose first batch has a head start of ten minutes: what a crash right after the
+    // start's first transaction leaves behind (the lockdown and a first few marks, nothing else).
+    const cutShort = new LockdownService({ store: s.rt.store, config: s.rt.config, log: createLogger('silent'), queues: s.rt.engine.queues, restDelayMs: 600_000 });
+    const { lockdown } = await cutShort.start({ scope: { all: true }, reason: 'Drill: crash during the start' }, { name: 'admin:cro', correlationId: 'corr-cut-short' });
+    const view = async () => (await s.admin('GET', `/lockdowns/${lockdown.id}`, undefined, s.auditorToken)).body;
+    expect(await view()).toMatchObject({ state: 'active', markedAt: null, perLockSystem: {} });
+    // The lockdown is in force at once: its first batch (four of the six holders) is revoked.
+    await waitFor(async () => ids.filter((p) => s.keyAccess(p)[0]!.length === 0).length >= 3, { what: 'the first batch revoked' });
+    // Started only now: left to the process that started it.
+    expect(await s.rt.engine.lockdowns.resumeMarking()).toBe(0);
+    expect(await s.rt.engine.lockdowns.resumeMarking(Date.now() + 10_000)).toBe(1);
+    await waitFor(() => ids.every((p) => s.keyAccess(p)[0]!.length === 0), { what: 'every operator revoked' });
+    expect(s.keyAccess(guard)).toEqual([['Control room']]);
+    // (Readers share the figures for a moment: wait for a fresh view.)
+    const done = await waitFor(async () => ((await view()).perLockSystem.iloq?.accepted === 5 ? view() : undefined), { what: 'figures with every revocation' });
+    expect(done).toMatchObject({ markedAt: expect.any(String), perLockSystem: { iloq: { targeted: 5, accepted: 5 } } });
+    // Once only.
+    expect(await s.rt.engine.lockdowns.resumeMarking(Date.now() + 10_000)).toBe(0);
+    expect((await s.admin('GET', '/audit?action=lockdown.marked')).body.items).toHaveLength(1);
   });
 
   it('under dual control a second CRO must confirm the lift; starting never waits', async () => {
@@ -169,7 +202,8 @@ describe('emergency lockdown', () => {
     const progress = await waitFor(
       async () => {
         const p = (await s.admin('GET', `/lockdowns/${started.body.id}`)).body;
-        return p.perLockSystem.iloq?.accepted === 1 ? p : undefined;
+        // Targets are counted right after the first batch has started (markedAt).
+        return p.perLockSystem.iloq?.accepted === 1 && p.markedAt ? p : undefined;
       },
       { what: 'the revocation accepted' },
     );
@@ -186,7 +220,8 @@ describe('emergency lockdown', () => {
     const progress = await waitFor(
       async () => {
         const p = (await s.admin('GET', `/lockdowns/${started.body.id}`)).body;
-        return p.perLockSystem.iloq.accepted === 5 ? p : undefined;
+        // Counted (markedAt) and drained: the persons marked after the first batch are planned too.
+        return p.perLockSystem.iloq.accepted === 5 && p.markedAt && p.queuedPersons === 0 ? p : undefined;
       },
       { what: 'every revocation accepted' },
     );
