@@ -197,7 +197,7 @@ export class LockdownService {
    * systems), or undefined when there was nothing to do (marked already, or no longer in force).
    */
   private async markTargets(id: string): Promise<{ persons: string[] } | undefined> {
-    return this.store.db.transaction().execute(async (trx) => {
+    const marked = await this.store.db.transaction().execute(async (trx) => {
       let q = trx.selectFrom('lockdowns').selectAll().where('id', '=', id);
       // Two processes resuming the same lockdown: the second waits, then finds it marked.
       if (this.store.dialect === 'postgres') q = q.forUpdate();
@@ -276,12 +276,14 @@ export class LockdownService {
       await trx.updateTable('lockdowns').set({ targets: JSON.stringify(targets), marked_at: now }).where('id', '=', id).execute();
       const persons = roundRobin(order);
       // Every person the lockdown marked, the first batch included.
-      const marked = new Set([...persons, ...revoked.map((r) => r.person_id)]).size;
+      const markedCount = new Set([...persons, ...revoked.map((r) => r.person_id)]).size;
       await appendAudit(trx, this.store.dialect, [
-        { actor: 'system:lockdown', action: 'lockdown.marked', subject: `lockdown:${id}`, correlationId: l.correlation_id, detail: { targets, persons: marked } },
+        { actor: 'system:lockdown', action: 'lockdown.marked', subject: `lockdown:${id}`, correlationId: l.correlation_id, detail: { targets, persons: markedCount } },
       ]);
-      return { persons };
+      return { persons, targets, markedCount };
     });
+    if (marked) this.log.warn({ lockdown: id, targets: marked.targets, persons: marked.markedCount }, 'lockdown targets marked');
+    return marked;
   }
 
   /**
