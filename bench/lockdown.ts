@@ -241,7 +241,7 @@ async function main() {
   const lift = await phase(
     'lift',
     () => api('POST', `/lockdowns/${start.id}/lift`, {}).then(() => ({ id: start.id })),
-    (f, ls) => Boolean(f.lift) && (f.lift.perLockSystem[ls]?.accepted ?? 0) + (f.lift.perLockSystem[ls]?.failed ?? 0) >= half,
+    (f, ls) => Boolean(f.lift) && Boolean(f.liftMarkedAt) && (f.lift.perLockSystem[ls]?.accepted ?? 0) + (f.lift.perLockSystem[ls]?.failed ?? 0) >= half,
   );
   const hwm = peakRssMbOf(all);
   await Promise.all(

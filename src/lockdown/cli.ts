@@ -10,6 +10,8 @@ interface Figures {
   state: string;
   /** Null until every target has been marked and counted (the first ~100 ms). */
   markedAt: string | null;
+  /** The same for the lift: null until everyone has been marked for the restore. */
+  liftMarkedAt: string | null;
   perLockSystem: Record<string, { targeted: number; accepted: number; effective: number; failed: number; pending: number }>;
   exposure: { keysNotYetEffective: number; unbounded: number; latestHorizon: string | null };
   tasks: number;
@@ -119,7 +121,7 @@ async function watch(url: string, token: string, id: string, out: NodeJS.WriteSt
 /** Done when nobody is left to plan and nothing planned is still on its way. */
 function done(f: Figures, phase: 'revoke' | 'lift'): boolean {
   if (f.queuedPersons > 0 || !f.markedAt) return false;
-  if (phase === 'lift') return f.lift !== null && Object.values(f.lift.perLockSystem).every((c) => c.pending === 0);
+  if (phase === 'lift') return f.lift !== null && Boolean(f.liftMarkedAt) && Object.values(f.lift.perLockSystem).every((c) => c.pending === 0);
   return Object.values(f.perLockSystem).every((c) => c.pending === 0);
 }
 

@@ -139,6 +139,7 @@ export class LockdownService {
         lifted_by: null,
         lifted_at: null,
         lift_correlation_id: null,
+        lift_marked_at: null,
       };
       await trx.insertInto('lockdowns').values(row).execute();
       const first = await this.firstHolders(trx, scope);
@@ -287,9 +288,9 @@ export class LockdownService {
   }
 
   /**
-   * Finishes the marking of lockdowns that a crash (or a failed second step) left unmarked:
-   * called with the expiry check. Those started in the last RESUME_AFTER_MS are left to the
-   * process that started them.
+   * Finishes the second step of starts and lifts that a crash (or a failure) cut short: marks
+   * and queues everyone. Called with the expiry check. Those started or lifted in the last
+   * RESUME_AFTER_MS are left to the process that did it.
    */
   async resumeMarking(now = Date.now()): Promise<number> {
     const due = await this.store.db
@@ -306,6 +307,19 @@ export class LockdownService {
       resumed++;
       this.log.warn({ lockdown: id, persons: marked.persons.length }, 'lockdown targets marked after a restart');
       await inChunks(marked.persons, REST_CHUNK, (part) => this.enqueue(part, PRIORITY_LOCKDOWN));
+    }
+    const ended = await this.store.db
+      .selectFrom('lockdowns')
+      .select('id')
+      .where('state', 'in', ['lifted', 'expired'])
+      .where('lift_marked_at', 'is', null)
+      .where('lifted_at', '<=', now - RESUME_AFTER_MS)
+      .execute();
+    for (const { id } of ended) {
+      if (!(await this.markRestore(id))) continue;
+      resumed++;
+      this.log.warn({ lockdown: id }, 'lift marked after a restart');
+      await inChunks(roundRobin(await this.markedBy(`lockdown ${id}%`)), REST_CHUNK, (part) => this.enqueue(part, PRIORITY_NORMAL));
     }
     return resumed;
   }
@@ -354,15 +368,15 @@ export class LockdownService {
           await appendAudit(trx, this.store.dialect, [
             { actor: actor.name, action: 'lockdown.lift_requested', subject: `lockdown:${id}`, correlationId: actor.correlationId, detail: { needs: 'a second cro principal to confirm' } },
           ]);
-          return { state: 'lift_requested' as const, row: l };
+          return { state: 'lift_requested' as const, row: l, first: [] as string[] };
         }
         if (l.lift_requested_by === actor.name)
           throw new LockdownError('FORBIDDEN', `dual control: the lift requested by ${actor.name} must be confirmed by another cro principal`);
       }
-      await this.finish(trx, l, 'lifted', actor.name, actor.correlationId, now);
-      return { state: 'lifted' as const, row: l };
+      const first = await this.finish(trx, l, 'lifted', actor.name, actor.correlationId, now);
+      return { state: 'lifted' as const, row: l, first };
     });
-    if (outcome.state === 'lifted') await this.afterFinish(outcome.row, 'lockdown.lifted');
+    if (outcome.state === 'lifted') await this.afterFinish(outcome.row, 'lockdown.lifted', outcome.first);
     return { state: outcome.state };
   }
 
@@ -371,45 +385,74 @@ export class LockdownService {
     const due = await this.store.db.selectFrom('lockdowns').selectAll().where('state', 'in', ['active', 'lift_requested']).where('expires_at', '<=', now).execute();
     for (const l of due) {
       const corr = randomUUID();
-      const done = await this.store.db.transaction().execute(async (trx) => {
+      const first = await this.store.db.transaction().execute(async (trx) => {
         const fresh = await trx.selectFrom('lockdowns').select('state').where('id', '=', l.id).executeTakeFirst();
-        if (!fresh || (fresh.state !== 'active' && fresh.state !== 'lift_requested')) return false;
-        await this.finish(trx, l, 'expired', 'system:lockdown-expiry', corr, now);
-        return true;
+        if (!fresh || (fresh.state !== 'active' && fresh.state !== 'lift_requested')) return undefined;
+        return this.finish(trx, l, 'expired', 'system:lockdown-expiry', corr, now);
       });
-      if (done) await this.afterFinish(l, 'lockdown.expired');
+      if (first) await this.afterFinish(l, 'lockdown.expired', first);
     }
     return due.length;
   }
 
-  private async finish(trx: Transaction<Database>, l: LockdownsTable, state: 'lifted' | 'expired', by: string, correlationId: string, now: number): Promise<void> {
-    await trx.updateTable('lockdowns').set({ state, lifted_by: by, lifted_at: now, lift_correlation_id: correlationId }).where('id', '=', l.id).execute();
-    // Joiners during the lockdown never got access, so restoring means everyone, not only those who lost it.
-    await markEveryoneDirty(trx, { priority: PRIORITY_NORMAL, reason: `lockdown ${l.id} ${state}`, markedAt: now, correlationId });
+  /**
+   * Ends a lockdown, the first of the lift's two steps (as with the start): the state, and a
+   * first few of the persons it revoked, read with a bound per lock system and marked to be
+   * restored first; returns them. markRestore marks everyone after their head start.
+   */
+  private async finish(trx: Transaction<Database>, l: LockdownsTable, state: 'lifted' | 'expired', by: string, correlationId: string, now: number): Promise<string[]> {
+    await trx.updateTable('lockdowns').set({ state, lifted_by: by, lifted_at: now, lift_correlation_id: correlationId, lift_marked_at: null }).where('id', '=', l.id).execute();
+    const heads = await Promise.all(
+      this.cfg.lockSystems.map(async (ls) =>
+        (
+          await exec<{ person_id: string }>(
+            trx,
+            "select distinct person_id from operations where correlation_id = ? and kind in ('revoke', 'leave') and lock_system_id = ? limit ?",
+            [l.correlation_id, ls.id, FIRST_BATCH],
+          )
+        ).map((r) => ({ personId: r.person_id, lockSystemId: ls.id })),
+      ),
+    );
+    const first = roundRobin(heads.flat()).slice(0, FIRST_BATCH);
+    await markAll(trx, first, PRIORITY_NORMAL, `lockdown ${l.id} ${state}`, now, correlationId);
     await appendAudit(trx, this.store.dialect, [
-      {
-        actor: by,
-        action: state === 'lifted' ? 'lockdown.lift' : 'lockdown.expire',
-        subject: `lockdown:${l.id}`,
-        correlationId,
-        detail: { requestedBy: l.lift_requested_by, confirmedBy: by, figures: await this.figures(trx, l) },
-      },
+      { actor: by, action: state === 'lifted' ? 'lockdown.lift' : 'lockdown.expire', subject: `lockdown:${l.id}`, correlationId, detail: { requestedBy: l.lift_requested_by, confirmedBy: by } },
     ]);
+    return first;
   }
 
-  private async afterFinish(l: LockdownsTable, event: string): Promise<void> {
-    const reason = `lockdown ${l.id}%`;
-    // Restoring starts from a few persons per lock system, read with a bound: reading the whole
-    // list first (10,000 persons: ~30 ms) held the first request back past 100 ms. The whole
-    // list is read after the head start.
-    const heads = await Promise.all(this.cfg.lockSystems.map((ls) => this.markedBy(reason, { lockSystemId: ls.id, limit: FIRST_BATCH })));
-    const first = roundRobin(heads.flat()).slice(0, FIRST_BATCH);
+  private async afterFinish(l: LockdownsTable, event: string, first: string[]): Promise<void> {
     await this.enqueue(first, PRIORITY_NORMAL);
     const queued = new Set(first);
-    this.enqueueLater(async () => roundRobin(await this.markedBy(reason)).filter((p) => !queued.has(p)), PRIORITY_NORMAL);
+    this.enqueueLater(async () => ((await this.markRestore(l.id)) ? roundRobin(await this.markedBy(`lockdown ${l.id}%`)).filter((p) => !queued.has(p)) : []), PRIORITY_NORMAL);
     this.log.warn({ lockdown: l.id, event }, 'lockdown ended; normal access is being restored');
     const fresh = await this.get(l.id);
     if (fresh) void this.notify(event, fresh);
+  }
+
+  /**
+   * The lift's second step: marks everyone dirty (joiners during the lockdown never got access,
+   * so restoring means everyone, not only those who lost it), audits the lockdown's final
+   * figures and sets `lift_marked_at`, in one transaction. False when there was nothing to do.
+   */
+  private async markRestore(id: string): Promise<boolean> {
+    const done = await this.store.db.transaction().execute(async (trx) => {
+      let q = trx.selectFrom('lockdowns').selectAll().where('id', '=', id);
+      if (this.store.dialect === 'postgres') q = q.forUpdate();
+      const l = await q.executeTakeFirst();
+      if (!l || l.lift_marked_at !== null || (l.state !== 'lifted' && l.state !== 'expired') || !l.lift_correlation_id) return undefined;
+      const now = Date.now();
+      const persons = await markEveryoneDirty(trx, { priority: PRIORITY_NORMAL, reason: `lockdown ${id} ${l.state}`, markedAt: now, correlationId: l.lift_correlation_id });
+      // The revocation's figures as the lockdown ended (the restore has figures of its own).
+      const figures = await this.figures(trx, { ...l, lift_correlation_id: null });
+      await trx.updateTable('lockdowns').set({ lift_marked_at: now }).where('id', '=', id).execute();
+      await appendAudit(trx, this.store.dialect, [
+        { actor: 'system:lockdown', action: 'lockdown.restore', subject: `lockdown:${id}`, correlationId: l.lift_correlation_id, detail: { persons, figures } },
+      ]);
+      return { persons };
+    });
+    if (done) this.log.warn({ lockdown: id, persons: done.persons }, 'everyone marked to have normal access restored');
+    return done !== undefined;
   }
 
   /** The lockdowns every reconcile must honour, with config and per-lockdown exemptions merged. */
@@ -554,6 +597,8 @@ export function publicView(l: LockdownsTable) {
     liftRequestedAt: iso(l.lift_requested_at),
     liftedBy: l.lifted_by,
     liftedAt: iso(l.lifted_at),
+    /** When everyone had been marked for the restore (null for the lift's first moments). */
+    liftMarkedAt: iso(l.lift_marked_at),
   };
 }
 

@@ -514,6 +514,17 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await db.updateTable('lockdowns').set({ marked_at: sql`started_at` }).execute();
       },
     },
+    '0012_lockdown_lift_marked_at': {
+      /**
+       * The same for the lift (or expiry): it now marks a first few persons with it and everyone
+       * right after (see LockdownService.lift); NULL while that is still to do. Lockdowns lifted
+       * by earlier versions marked everyone with the lift.
+       */
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('lockdowns').addColumn('lift_marked_at', bigint).execute();
+        await db.updateTable('lockdowns').set({ lift_marked_at: sql`lifted_at` }).where('lifted_at', 'is not', null).execute();
+      },
+    },
   };
   return { getMigrations: async () => list };
 }

@@ -174,6 +174,8 @@ export interface LockdownsTable {
   lifted_by: string | null;
   lifted_at: number | null;
   lift_correlation_id: string | null;
+  /** When everyone had been marked for the lift's restore; null before the lift and for its first moments. */
+  lift_marked_at: number | null;
 }
 
 export interface LockdownExemptionsTable {

@@ -98,8 +98,11 @@ describe('emergency lockdown', () => {
     for (const [p, access] of Object.entries(before)) expect(s.keyAccess(p)).toEqual(access);
     expect((await s.admin('POST', `/lockdowns/${id}/lift`, {}, s.croToken)).status).toBe(409);
 
+    await waitFor(async () => (await s.admin('GET', `/lockdowns/${id}`, undefined, s.auditorToken)).body.liftMarkedAt, { what: 'everyone marked for the restore' });
     const actions = ((await s.admin('GET', '/audit?action=lockdown.*&limit=100')).body.items as Array<{ action: string }>).map((a) => a.action);
-    expect(actions).toEqual(['lockdown.start', 'lockdown.marked', 'lockdown.exemption', 'lockdown.lift']);
+    expect(actions).toEqual(['lockdown.start', 'lockdown.marked', 'lockdown.exemption', 'lockdown.lift', 'lockdown.restore']);
+    const restore = (await s.admin('GET', '/audit?action=lockdown.restore')).body.items[0];
+    expect(restore.detail.figures.perLockSystem.iloq).toMatchObject({ targeted: 5, accepted: 5 });
     const marked = (await s.admin('GET', '/audit?action=lockdown.marked')).body.items[0];
     expect(marked.detail).toEqual({ targets: { iloq: 5 }, persons: 6 });
     expect((await s.admin('GET', `/lockdowns/${id}`, undefined, s.auditorToken)).body.markedAt).toEqual(expect.any(String));
@@ -143,6 +146,14 @@ describe('emergency lockdown', () => {
     // Once only.
     expect(await s.rt.engine.lockdowns.resumeMarking(Date.now() + 10_000)).toBe(0);
     expect((await s.admin('GET', '/audit?action=lockdown.marked')).body.items).toHaveLength(1);
+
+    // The lift, cut short the same way: the first few persons it restores, then the rest once resumed.
+    expect(await cutShort.lift(lockdown.id, { name: 'admin:cro', correlationId: 'corr-lift-cut-short' })).toEqual({ state: 'lifted' });
+    await waitFor(async () => ids.filter((p) => s.keyAccess(p)[0]!.includes('Control room')).length >= 4, { what: 'the lift\'s first batch restored' });
+    expect((await s.admin('GET', `/lockdowns/${lockdown.id}`, undefined, s.auditorToken)).body.liftMarkedAt).toBeNull();
+    expect(await s.rt.engine.lockdowns.resumeMarking(Date.now() + 10_000)).toBe(1);
+    await waitFor(() => ids.every((p) => s.keyAccess(p)[0]?.includes('Control room')), { what: 'everyone restored' });
+    expect((await s.admin('GET', '/audit?action=lockdown.restore')).body.items).toHaveLength(1);
   });
 
   it('under dual control a second CRO must confirm the lift; starting never waits', async () => {
