@@ -293,34 +293,21 @@ export class LockdownService {
    * RESUME_AFTER_MS are left to the process that did it.
    */
   async resumeMarking(now = Date.now()): Promise<number> {
-    const due = await this.store.db
-      .selectFrom('lockdowns')
-      .select('id')
-      .where('state', 'in', ['active', 'lift_requested'])
-      .where('marked_at', 'is', null)
-      .where('started_at', '<=', now - RESUME_AFTER_MS)
-      .execute();
+    const unfinished = (states: LockdownsTable['state'][], marked: 'marked_at' | 'lift_marked_at', since: 'started_at' | 'lifted_at') =>
+      this.store.db.selectFrom('lockdowns').select('id').where('state', 'in', states).where(marked, 'is', null).where(since, '<=', now - RESUME_AFTER_MS).execute();
     let resumed = 0;
-    for (const { id } of due) {
+    for (const { id } of await unfinished(['active', 'lift_requested'], 'marked_at', 'started_at')) {
       const marked = await this.markTargets(id);
       if (!marked) continue;
       resumed++;
-      this.log.warn({ lockdown: id, persons: marked.persons.length }, 'lockdown targets marked after a restart');
       await inChunks(marked.persons, REST_CHUNK, (part) => this.enqueue(part, PRIORITY_LOCKDOWN));
     }
-    const ended = await this.store.db
-      .selectFrom('lockdowns')
-      .select('id')
-      .where('state', 'in', ['lifted', 'expired'])
-      .where('lift_marked_at', 'is', null)
-      .where('lifted_at', '<=', now - RESUME_AFTER_MS)
-      .execute();
-    for (const { id } of ended) {
+    for (const { id } of await unfinished(['lifted', 'expired'], 'lift_marked_at', 'lifted_at')) {
       if (!(await this.markRestore(id))) continue;
       resumed++;
-      this.log.warn({ lockdown: id }, 'lift marked after a restart');
       await inChunks(roundRobin(await this.markedBy(`lockdown ${id}%`)), REST_CHUNK, (part) => this.enqueue(part, PRIORITY_NORMAL));
     }
+    if (resumed) this.log.warn({ resumed }, 'finished lockdown starts or lifts that were cut short (see the marking logged above)');
     return resumed;
   }
 
