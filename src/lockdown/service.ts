@@ -17,13 +17,14 @@ import { exec, placeholders } from '../store/sql.ts';
 const FIRST_BATCH = 4;
 const REST_CHUNK = 250;
 /**
- * Head start of the first batch: its reconciles and first requests run before thousands of other
+ * Head start of the first batch: its reconciles and first requests run before the second step
+ * marks everyone (tens of ms of synchronous SQLite work for 10,000 persons) and thousands of other
  * jobs are queued (their encoding and Redis's executing them compete with the first batch). At
  * 20 ms, 2 of 12 lockdowns of 10,000 keys had their first request after 124-153 ms; at 60 ms none
  * of 8 took more than 71 ms, for 40 ms more on a revoke-all that takes 18 s.
  */
 const REST_DELAY_MS = 60;
-/** Lockdowns started this long ago and still unmarked are resumed by any process (resumeMarking). */
+/** Starts and lifts this old whose second step has not run are finished by any process (resumeMarking). */
 const RESUME_AFTER_MS = 5000;
 /** The lockdowns in force, asked by every reconcile: fixed SQL (src/store/sql.ts). */
 const IN_FORCE = "select id, scope from lockdowns where state in ('active', 'lift_requested')";
