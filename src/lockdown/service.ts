@@ -207,7 +207,7 @@ export class LockdownService {
       if (!l || l.marked_at !== null) return undefined;
       const now = Date.now();
       if (l.state !== 'active' && l.state !== 'lift_requested') {
-        // Lifted before its targets were counted: the lift marked everyone already.
+        // Lifted before its targets were counted: nothing to revoke, and the lift restores everyone.
         await trx.updateTable('lockdowns').set({ marked_at: now }).where('id', '=', id).execute();
         return undefined;
       }
