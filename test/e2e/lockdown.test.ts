@@ -8,8 +8,8 @@ describe('emergency lockdown', () => {
   let s: Stack;
   afterEach(async () => s?.stop());
 
-  const setup = async (lockdown: Record<string, unknown> = {}, config: Record<string, unknown> = {}) => {
-    s = await startStack({ config: { lockdown: { exemptions: { groups: ['Security Team'] }, ...lockdown }, ...config } });
+  const setup = async (lockdown: Record<string, unknown> = {}, config: Record<string, unknown> = {}, backend: 'sqlite' | 'postgres' = 'sqlite') => {
+    s = await startStack({ backend, config: { lockdown: { exemptions: { groups: ['Security Team'] }, ...lockdown }, ...config } });
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push((await s.scim('POST', '/Users', newUser(`op${i}@example.com`))).body.id);
     const guard = (await s.scim('POST', '/Users', newUser('guard@example.com'))).body.id as string;
@@ -120,8 +120,8 @@ describe('emergency lockdown', () => {
     await waitFor(() => [...ids, guard].every((p) => s.keyAccess(p)[0]?.includes('Control room')), { what: 'access of all six restored' });
   });
 
-  it('a start cut short before its targets were marked is finished by the next lockdown check', async () => {
-    const { ids, guard } = await setup({}, { reconcile: { sweepIntervalMs: 600_000, sweepAfterMs: 600_000 } });
+  it.each(['sqlite', 'postgres'] as const)('a start and a lift cut short before their second step are finished by the next lockdown check (%s)', async (backend) => {
+    const { ids, guard } = await setup({}, { reconcile: { sweepIntervalMs: 600_000, sweepAfterMs: 600_000 } }, backend);
     // The first batch is read from what lockstep has recorded as accepted (the simulator has it a moment earlier).
     await waitFor(async () => {
       for (const p of [...ids, guard]) if (!(await s.admin('GET', `/persons/${p}`)).body.actual?.iloq?.access?.includes('Control room')) return false;
