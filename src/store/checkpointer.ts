@@ -168,8 +168,10 @@ export function startCheckpointer(path: string, opts: CheckpointerOptions): Chec
   /** Settles the rewind under way with the thread's answer: whether it was complete. */
   let answer: ((complete: boolean) => void) | undefined;
 
+  let stopping = false;
   const rewind = (frames: number) => {
-    if (exitedNow) return;
+    // Stopping: the store is closing, and its connection may be gone before a hold could take it.
+    if (exitedNow || stopping) return;
     if (!hold || rewinding) return worker.postMessage('skip');
     rewinding = true;
     let outcome: { heldMs: number; complete: boolean } | undefined;
@@ -204,6 +206,7 @@ export function startCheckpointer(path: string, opts: CheckpointerOptions): Chec
       hold = h;
     },
     stop: async () => {
+      stopping = true;
       // Held by its exit from here on: an unreferenced thread's exit would not keep a process
       // whose only remaining work is this wait alive, and the process would end mid-close.
       worker.ref();
