@@ -172,20 +172,17 @@ export class LockdownService {
    * with a bound: the first batch of a lockdown, before its targets are counted.
    */
   private async firstHolders(trx: Transaction<Database>, scope: LockdownScope): Promise<string[]> {
-    const heads = await Promise.all(
-      this.systemsOf(scope).map(async (ls) => {
-        const whole = scope.all || scope.lockSystems?.includes(ls);
-        // A scope that names access needs a look at each holder's access: read more than needed.
-        const rows = await exec<{ person_id: string; access: string; unsure: string | null }>(
-          trx,
-          "select person_id, access, unsure from lock_state where lock_system_id = ? and (access <> '[]' or unsure is not null) limit ?",
-          [ls, whole ? FIRST_BATCH : FIRST_BATCH * 16],
-        );
-        const held = whole ? rows : rows.filter((r) => [...parseList(r.access), ...parseList(r.unsure)].some((a) => inScope(scope, ls, a)));
-        return held.slice(0, FIRST_BATCH).map((r) => ({ personId: r.person_id, lockSystemId: ls }));
-      }),
-    );
-    return roundRobin(heads.flat()).slice(0, FIRST_BATCH);
+    return firstPerSystem(this.systemsOf(scope), async (ls) => {
+      const whole = scope.all || scope.lockSystems?.includes(ls);
+      // A scope that names access needs a look at each holder's access: read more than needed.
+      const rows = await exec<{ person_id: string; access: string; unsure: string | null }>(
+        trx,
+        "select person_id, access, unsure from lock_state where lock_system_id = ? and (access <> '[]' or unsure is not null) limit ?",
+        [ls, whole ? FIRST_BATCH : FIRST_BATCH * 16],
+      );
+      const held = whole ? rows : rows.filter((r) => [...parseList(r.access), ...parseList(r.unsure)].some((a) => inScope(scope, ls, a)));
+      return held.map((r) => r.person_id);
+    });
   }
 
   /** Lock systems whose holders a lockdown of this scope may concern. */
@@ -304,9 +301,10 @@ export class LockdownService {
       await inChunks(marked.persons, REST_CHUNK, (part) => this.enqueue(part, PRIORITY_LOCKDOWN));
     }
     for (const { id } of await unfinished(['lifted', 'expired'], 'lift_marked_at', 'lifted_at')) {
-      if (!(await this.markRestore(id))) continue;
+      const persons = await this.markRestore(id);
+      if (!persons) continue;
       resumed++;
-      await inChunks(roundRobin(await this.markedBy(`lockdown ${id}%`)), REST_CHUNK, (part) => this.enqueue(part, PRIORITY_NORMAL));
+      await inChunks(persons, REST_CHUNK, (part) => this.enqueue(part, PRIORITY_NORMAL));
     }
     if (resumed) this.log.warn({ resumed }, 'finished lockdown starts or lifts that were cut short (see the marking logged above)');
     return resumed;
@@ -390,18 +388,17 @@ export class LockdownService {
    */
   private async finish(trx: Transaction<Database>, l: LockdownsTable, state: 'lifted' | 'expired', by: string, correlationId: string, now: number): Promise<string[]> {
     await trx.updateTable('lockdowns').set({ state, lifted_by: by, lifted_at: now, lift_correlation_id: correlationId, lift_marked_at: null }).where('id', '=', l.id).execute();
-    const heads = await Promise.all(
-      this.cfg.lockSystems.map(async (ls) =>
+    const first = await firstPerSystem(
+      this.cfg.lockSystems.map((ls) => ls.id),
+      async (ls) =>
         (
           await exec<{ person_id: string }>(
             trx,
             "select distinct person_id from operations where correlation_id = ? and kind in ('revoke', 'leave') and lock_system_id = ? limit ?",
-            [l.correlation_id, ls.id, FIRST_BATCH],
+            [l.correlation_id, ls, FIRST_BATCH],
           )
-        ).map((r) => ({ personId: r.person_id, lockSystemId: ls.id })),
-      ),
+        ).map((r) => r.person_id),
     );
-    const first = roundRobin(heads.flat()).slice(0, FIRST_BATCH);
     await markAll(trx, first, PRIORITY_NORMAL, `lockdown ${l.id} ${state}`, now, correlationId);
     await appendAudit(trx, this.store.dialect, [
       { actor: by, action: state === 'lifted' ? 'lockdown.lift' : 'lockdown.expire', subject: `lockdown:${l.id}`, correlationId, detail: { requestedBy: l.lift_requested_by, confirmedBy: by } },
@@ -412,7 +409,7 @@ export class LockdownService {
   private async afterFinish(l: LockdownsTable, event: string, first: string[]): Promise<void> {
     await this.enqueue(first, PRIORITY_NORMAL);
     const queued = new Set(first);
-    this.enqueueLater(async () => ((await this.markRestore(l.id)) ? roundRobin(await this.markedBy(`lockdown ${l.id}%`)).filter((p) => !queued.has(p)) : []), PRIORITY_NORMAL);
+    this.enqueueLater(async () => ((await this.markRestore(l.id)) ?? []).filter((p) => !queued.has(p)), PRIORITY_NORMAL);
     this.log.warn({ lockdown: l.id, event }, 'lockdown ended; normal access is being restored');
     const fresh = await this.get(l.id);
     if (fresh) void this.notify(event, fresh);
@@ -421,9 +418,10 @@ export class LockdownService {
   /**
    * The lift's second step: marks everyone dirty (joiners during the lockdown never got access,
    * so restoring means everyone, not only those who lost it), audits the lockdown's final
-   * figures and sets `lift_marked_at`, in one transaction. False when there was nothing to do.
+   * figures and sets `lift_marked_at`, in one transaction. Returns the persons marked in the
+   * order to queue them (round-robin over lock systems), or undefined when there was nothing to do.
    */
-  private async markRestore(id: string): Promise<boolean> {
+  private async markRestore(id: string): Promise<string[] | undefined> {
     const done = await this.store.db.transaction().execute(async (trx) => {
       let q = trx.selectFrom('lockdowns').selectAll().where('id', '=', id);
       if (this.store.dialect === 'postgres') q = q.forUpdate();
@@ -439,8 +437,9 @@ export class LockdownService {
       ]);
       return { persons };
     });
-    if (done) this.log.warn({ lockdown: id, persons: done.persons }, 'everyone marked to have normal access restored');
-    return done !== undefined;
+    if (!done) return undefined;
+    this.log.warn({ lockdown: id, persons: done.persons }, 'everyone marked to have normal access restored');
+    return roundRobin(await this.markedBy(`lockdown ${id}%`));
   }
 
   /** The lockdowns every reconcile must honour, with config and per-lockdown exemptions merged. */
@@ -521,15 +520,15 @@ export class LockdownService {
     };
   }
 
-  /** Persons whose dirty mark has `reason` (a LIKE pattern), with their lock systems; `only`: one lock system's first few. */
-  private async markedBy(reason: string, only?: { lockSystemId: string; limit: number }): Promise<Array<{ personId: string; lockSystemId: string }>> {
-    let q = this.store.db
+  /** Persons whose dirty mark has `reason` (a LIKE pattern), with their lock systems. */
+  private async markedBy(reason: string): Promise<Array<{ personId: string; lockSystemId: string }>> {
+    const rows = await this.store.db
       .selectFrom('dirty')
       .leftJoin('lock_state', 'lock_state.person_id', 'dirty.person_id')
       .select(['dirty.person_id', 'lock_state.lock_system_id'])
-      .where('dirty.reason', 'like', reason);
-    if (only) q = q.where('lock_state.lock_system_id', '=', only.lockSystemId).limit(only.limit);
-    return (await q.execute()).map((p) => ({ personId: p.person_id, lockSystemId: p.lock_system_id ?? '' }));
+      .where('dirty.reason', 'like', reason)
+      .execute();
+    return rows.map((p) => ({ personId: p.person_id, lockSystemId: p.lock_system_id ?? '' }));
   }
 
   /**
@@ -606,6 +605,15 @@ async function markAll(trx: Kysely<Database>, persons: string[], priority: numbe
       )
       .execute();
   }
+}
+
+/**
+ * The first batch of a start or a lift: up to FIRST_BATCH persons from each lock system's bounded
+ * read, taken round-robin over the lock systems, FIRST_BATCH in all.
+ */
+async function firstPerSystem(systems: string[], read: (lockSystemId: string) => Promise<string[]>): Promise<string[]> {
+  const heads = await Promise.all(systems.map(async (ls) => (await read(ls)).slice(0, FIRST_BATCH).map((personId) => ({ personId, lockSystemId: ls }))));
+  return roundRobin(heads.flat()).slice(0, FIRST_BATCH);
 }
 
 /** A JSON list of access names as stored (null: none). */
