@@ -43,6 +43,9 @@ describe('health, metrics and the admin API surface', () => {
     const text = await res.text();
     for (const name of ['lockstep_queue_jobs', 'lockstep_dead_letters_open', 'lockstep_operations_pending', 'lockstep_operations_total', 'lockstep_operation_duration_seconds'])
       expect(text).toContain(name);
+    // The SQLite WAL's rewinds (checkpointer.ts): none yet, and no writes held.
+    expect(text).toMatch(/^# TYPE lockstep_sqlite_wal_rewinds_total counter$/m);
+    expect(text).toMatch(/^lockstep_sqlite_wal_rewind_hold_seconds_count 0$/m);
     // Nothing is being planned here, so nothing is held back.
     expect(text).toMatch(/^lockstep_planning_held 0$/m);
   });
