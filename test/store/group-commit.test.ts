@@ -7,6 +7,17 @@ import { openSqlite } from '../../src/store/sqlite-driver.ts';
 import { exec, readsBeside } from '../../src/store/sql.ts';
 import { BACKENDS, freshStore, type TestStore } from '../helpers/stores.ts';
 
+/** A SQLite store whose statements without Kysely (inside the writer's transactions) are recorded in `seen`. */
+function recordingStore(t: TestStore): { store: Store; seen: string[] } {
+  const { kysely, direct } = openSqlite(t.storeConfig.sqlite.path);
+  const seen: string[] = [];
+  const store = storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite', (text, params) => {
+    seen.push(text);
+    return direct(text, params);
+  });
+  return { store, seen };
+}
+
 const put = (store: Store, key: string, value: string) =>
   store.write(async (trx, log) => {
     await exec(trx, 'insert into meta (key, value) values (?, ?)', [key, value]);
@@ -137,12 +148,7 @@ describe('group commit on SQLite', () => {
 
   it('runs a batch without savepoints, and again with one per change only when a change fails', async () => {
     t = await freshStore('sqlite');
-    const { kysely, direct } = openSqlite(t.storeConfig.sqlite.path);
-    const seen: string[] = [];
-    const store = storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite', (text, params) => {
-      seen.push(text);
-      return direct(text, params);
-    });
+    const { store, seen } = recordingStore(t);
     const runs = new Map<string, number>();
     const counted = (key: string, fail = false) =>
       store.write(async (trx, log) => {
@@ -192,12 +198,7 @@ describe('statements of the SQLite writer without Kysely', () => {
 
   it('run straight on SQLite inside the writer transactions only, and roll back with them', async () => {
     t = await freshStore('sqlite');
-    const { kysely, direct } = openSqlite(t.storeConfig.sqlite.path);
-    const seen: string[] = [];
-    const store = storeOn(new Kysely<Database>({ dialect: new SqliteDialect({ database: kysely }) }), 'sqlite', (text, params) => {
-      seen.push(text);
-      return direct(text, params);
-    });
+    const { store, seen } = recordingStore(t);
     try {
       await Promise.allSettled([
         put(store, 'k1', 'a'),
