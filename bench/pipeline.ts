@@ -17,7 +17,9 @@
  *  3. lockstep's peak RSS (VmHWM);
  *  4. the CPU time per event of lockstep, of this process (load generator and simulator) and of
  *     Redis in each throughput phase: the three share the machine's cores, and the split shows
- *     what bounds the rate on a given machine.
+ *     what bounds the rate on a given machine;
+ *  5. the share of the machine's cores the three kept busy in each throughput phase: the rate is
+ *     bound by CPU alone only where that share is near 100 %.
  * Results are printed and appended to bench/RESULTS.md. Not a test: it reports numbers.
  */
 import { randomBytes } from 'node:crypto';
@@ -167,6 +169,11 @@ async function main() {
     redis: ((b.redis - a.redis) * 1000) / events,
   });
   const fmtCpu = (c: ReturnType<typeof perEvent>) => `lockstep ${c.lockstep.toFixed(2)}, load generator + simulator ${c.bench.toFixed(2)}, Redis ${c.redis.toFixed(2)} ms`;
+  /**
+   * Share of the machine's cores the three parties kept busy between two readings. Below ~100 %
+   * the phase was not bound by CPU alone: some of the time every party waited on another.
+   */
+  const machineShare = (a: Cpu, b: Cpu, ms: number) => (b.lockstep - a.lockstep + b.bench - a.bench + b.redis - a.redis) / ((cpus().length * ms) / 1000);
 
   // Warm-up, both kinds of event: iLOQ session and catalogue, JIT, SQLite's page cache.
   const warm: string[] = [];
@@ -195,8 +202,11 @@ async function main() {
   const combined = (2 * EVENTS) / ((tJoinDone - t0 + tLeaveDone - t1) / 1000);
   console.log(`joiners: ${EVENTS} in ${tJoinDone - t0} ms (SCIM accepted in ${tJoinSent - t0} ms) = ${joinRate.toFixed(0)}/s end to end`);
   console.log(`leavers: ${EVENTS} in ${tLeaveDone - t1} ms (SCIM accepted in ${tLeaveSent - t1} ms) = ${leaveRate.toFixed(0)}/s end to end`);
+  const joinShare = machineShare(cpu0, cpu1, tJoinDone - t0);
+  const leaveShare = machineShare(cpu1, cpu2, tLeaveDone - t1);
   console.log(`CPU per joiner: ${fmtCpu(joinCpu)}`);
   console.log(`CPU per leaver: ${fmtCpu(leaveCpu)}`);
+  console.log(`share of the ${cpus().length} cores in use: joiners ${(joinShare * 100).toFixed(0)} %, leavers ${(leaveShare * 100).toFixed(0)} %`);
 
   // 2. Leaver latency under background load.
   const provisioned = await Promise.all(Array.from({ length: LEAVER_RATE * LATENCY_SECONDS }, () => joiner()));
@@ -272,6 +282,7 @@ async function main() {
     `| lockstep peak RSS | ${hwm.toFixed(0)} MB | |`,
     `| CPU per joiner event: lockstep / load generator + simulator / Redis | ${joinCpu.lockstep.toFixed(2)} / ${joinCpu.bench.toFixed(2)} / ${joinCpu.redis.toFixed(2)} ms | |`,
     `| CPU per leaver event: lockstep / load generator + simulator / Redis | ${leaveCpu.lockstep.toFixed(2)} / ${leaveCpu.bench.toFixed(2)} / ${leaveCpu.redis.toFixed(2)} ms | |`,
+    `| share of the ${cpus().length} cores in use (all three), joiners / leavers | ${(joinShare * 100).toFixed(0)} / ${(leaveShare * 100).toFixed(0)} % | |`,
     '',
   ].join('\n');
   appendFileSync(join(ROOT, 'bench/RESULTS.md'), `${row}\n`);
