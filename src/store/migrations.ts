@@ -525,6 +525,19 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await db.updateTable('lockdowns').set({ lift_marked_at: sql`lifted_at` }).where('lifted_at', 'is not', null).execute();
       },
     },
+    '0013_operations_failed_job_partial': {
+      /**
+       * Only a dead-lettered operation has a failed job. The index held a NULL entry for every
+       * other operation: one more index write with each insert (1 in 70 of the WAL pages the
+       * pipeline benchmark writes) and entries kept for as long as the operations are. Both
+       * lookups (the dead letters of a failed job, of a page of them) name the job, which implies
+       * NOT NULL, so SQLite and PostgreSQL use the partial index for them.
+       */
+      async up(db: Kysely<any>) {
+        await db.schema.dropIndex('operations_failed_job').execute();
+        await db.schema.createIndex('operations_failed_job').on('operations').column('failed_job_id').where('failed_job_id', 'is not', null).execute();
+      },
+    },
   };
   return { getMigrations: async () => list };
 }
