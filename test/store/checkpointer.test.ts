@@ -115,6 +115,41 @@ describe('the SQLite checkpointer thread', () => {
     expect(await exec(store.db, "select value from meta where key = 'k'", [])).toEqual([{ value: 'v' }]);
   });
 
+  it('does not hold the writes for a rewind that falls due while it stops', async () => {
+    const path = open();
+    await store!.migrate();
+    await store!.close();
+    store = undefined;
+    // A writer of its own leaves 64 pages in the WAL, more than the 8 at which a rewind is due.
+    const writer = new DatabaseSync(path);
+    writer.exec('create table filler (v text)');
+    const insert = writer.prepare('insert into filler (v) values (?)');
+    writer.exec('begin');
+    for (let i = 0; i < 64; i++) insert.run('x'.repeat(3000));
+    writer.exec('commit');
+    const sizeBefore = statSync(path).size;
+    const errors: Error[] = [];
+    const c = startCheckpointer(path, { onError: (err) => errors.push(err), intervalMs: 20, rewindAtFrames: 8 });
+    let holds = 0;
+    c.holdWritesWith(async (during) => {
+      holds += 1;
+      await during();
+    });
+    // Block this thread (no message can be handled) until the checkpointer thread has copied
+    // the pages into the database file, which it does right before it posts that a rewind is
+    // due, and a little longer; then stop it. The request is handled only after the stop began:
+    // the race of a store that closes while its checkpointer asks for a rewind.
+    const block = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    const deadline = Date.now() + 10_000;
+    while (statSync(path).size === sizeBefore && Date.now() < deadline) block(10);
+    expect(statSync(path).size).toBeGreaterThan(sizeBefore);
+    block(100);
+    await c.stop();
+    expect(holds).toBe(0);
+    expect(errors).toEqual([]);
+    writer.close();
+  });
+
   it('reports a thread that fails instead of failing silently', async () => {
     dir = mkdtempSync(join(tmpdir(), 'lockstep-ckpt-'));
     const errors: Error[] = [];
