@@ -135,19 +135,22 @@ describe('the SQLite checkpointer thread', () => {
       holds += 1;
       await during();
     });
-    // Block this thread (no message can be handled) until the checkpointer thread has copied
-    // the pages into the database file, which it does right before it posts that a rewind is
-    // due, and a little longer; then stop it. The request is handled only after the stop began:
-    // the race of a store that closes while its checkpointer asks for a rewind.
-    const block = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-    const deadline = Date.now() + 10_000;
-    while (statSync(path).size === sizeBefore && Date.now() < deadline) block(10);
-    expect(statSync(path).size).toBeGreaterThan(sizeBefore);
-    block(100);
-    await c.stop();
+    try {
+      // Block this thread (no message can be handled) until the checkpointer thread has copied
+      // the pages into the database file, which it does right before it posts that a rewind is
+      // due, and a little longer; then stop it. The request is handled only after the stop
+      // began: the race of a store that closes while its checkpointer asks for a rewind.
+      const block = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+      const deadline = Date.now() + 10_000;
+      while (statSync(path).size === sizeBefore && Date.now() < deadline) block(10);
+      expect(statSync(path).size).toBeGreaterThan(sizeBefore);
+      block(100);
+    } finally {
+      await c.stop();
+      writer.close();
+    }
     expect(holds).toBe(0);
     expect(errors).toEqual([]);
-    writer.close();
   });
 
   it('reports a thread that fails instead of failing silently', async () => {

@@ -4,7 +4,8 @@ import { BACKENDS, freshStore, type TestStore } from '../helpers/stores.ts';
 
 /**
  * Only dead-lettered operations carry a failed job (migration 0013): the index on it holds those
- * and nothing else, and the two lookups the admin API makes by job still find them through it.
+ * and nothing else, and lookups shaped like the admin API's two (src/http/admin.ts: the dead
+ * letters of one failed job, and of a page of them) still find them through it.
  */
 describe.each(BACKENDS)('dead-letter index on %s', (backend) => {
   let t: TestStore | undefined;
