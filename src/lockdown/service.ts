@@ -162,7 +162,7 @@ export class LockdownService {
       this.log.warn({ lockdown: id, scope, startedBy: actor.name }, 'LOCKDOWN STARTED');
       void this.notify('lockdown.started', result.lockdown);
       const queued = new Set(result.first);
-      this.enqueueLater(async () => ((await this.markTargets(id))?.persons ?? []).filter((p) => !queued.has(p)), PRIORITY_LOCKDOWN);
+      this.enqueueLater(async () => ((await this.markTargets(id)) ?? []).filter((p) => !queued.has(p)), PRIORITY_LOCKDOWN);
     }
     return { lockdown: result.lockdown, created: result.created };
   }
@@ -195,7 +195,7 @@ export class LockdownService {
    * one transaction; returns the persons in the order to queue them (round-robin over lock
    * systems), or undefined when there was nothing to do (marked already, or no longer in force).
    */
-  private async markTargets(id: string): Promise<{ persons: string[] } | undefined> {
+  private async markTargets(id: string): Promise<string[] | undefined> {
     const marked = await this.store.db.transaction().execute(async (trx) => {
       let q = trx.selectFrom('lockdowns').selectAll().where('id', '=', id);
       // Two processes resuming the same lockdown: the second waits, then finds it marked.
@@ -281,8 +281,9 @@ export class LockdownService {
       ]);
       return { persons, targets, markedCount };
     });
-    if (marked) this.log.warn({ lockdown: id, targets: marked.targets, persons: marked.markedCount }, 'lockdown targets marked');
-    return marked;
+    if (!marked) return undefined;
+    this.log.warn({ lockdown: id, targets: marked.targets, persons: marked.markedCount }, 'lockdown targets marked');
+    return marked.persons;
   }
 
   /**
@@ -291,20 +292,25 @@ export class LockdownService {
    * RESUME_AFTER_MS are left to the process that did it.
    */
   async resumeMarking(now = Date.now()): Promise<number> {
-    const unfinished = (states: LockdownsTable['state'][], marked: 'marked_at' | 'lift_marked_at', since: 'started_at' | 'lifted_at') =>
-      this.store.db.selectFrom('lockdowns').select('id').where('state', 'in', states).where(marked, 'is', null).where(since, '<=', now - RESUME_AFTER_MS).execute();
+    const steps = [
+      { states: ['active', 'lift_requested'], marked: 'marked_at', since: 'started_at', mark: (id: string) => this.markTargets(id), priority: PRIORITY_LOCKDOWN },
+      { states: ['lifted', 'expired'], marked: 'lift_marked_at', since: 'lifted_at', mark: (id: string) => this.markRestore(id), priority: PRIORITY_NORMAL },
+    ] as const;
     let resumed = 0;
-    for (const { id } of await unfinished(['active', 'lift_requested'], 'marked_at', 'started_at')) {
-      const marked = await this.markTargets(id);
-      if (!marked) continue;
-      resumed++;
-      await inChunks(marked.persons, REST_CHUNK, (part) => this.enqueue(part, PRIORITY_LOCKDOWN));
-    }
-    for (const { id } of await unfinished(['lifted', 'expired'], 'lift_marked_at', 'lifted_at')) {
-      const persons = await this.markRestore(id);
-      if (!persons) continue;
-      resumed++;
-      await inChunks(persons, REST_CHUNK, (part) => this.enqueue(part, PRIORITY_NORMAL));
+    for (const step of steps) {
+      const unfinished = await this.store.db
+        .selectFrom('lockdowns')
+        .select('id')
+        .where('state', 'in', step.states)
+        .where(step.marked, 'is', null)
+        .where(step.since, '<=', now - RESUME_AFTER_MS)
+        .execute();
+      for (const { id } of unfinished) {
+        const persons = await step.mark(id);
+        if (!persons) continue;
+        resumed++;
+        await inChunks(persons, REST_CHUNK, (part) => this.enqueue(part, step.priority));
+      }
     }
     if (resumed) this.log.warn({ resumed }, 'finished lockdown starts or lifts that were cut short (see the marking logged above)');
     return resumed;
