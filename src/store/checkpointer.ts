@@ -155,10 +155,11 @@ export function startCheckpointer(path: string, opts: CheckpointerOptions): Chec
   worker.on('error', opts.onError);
   // It must not keep a process alive that has nothing else to do (CLI commands, tests).
   worker.unref();
-  let exitedNow = false;
+  /** Stopping or gone: no rewind starts (the store's connection may close before a hold takes it). */
+  let ended = false;
   const exited = new Promise<void>((resolve) =>
     worker.once('exit', () => {
-      exitedNow = true;
+      ended = true;
       answer?.(false);
       resolve();
     }),
@@ -168,10 +169,8 @@ export function startCheckpointer(path: string, opts: CheckpointerOptions): Chec
   /** Settles the rewind under way with the thread's answer: whether it was complete. */
   let answer: ((complete: boolean) => void) | undefined;
 
-  let stopping = false;
   const rewind = (frames: number) => {
-    // Stopping: the store is closing, and its connection may be gone before a hold could take it.
-    if (exitedNow || stopping) return;
+    if (ended) return;
     if (!hold || rewinding) return worker.postMessage('skip');
     rewinding = true;
     let outcome: { heldMs: number; complete: boolean } | undefined;
@@ -206,7 +205,7 @@ export function startCheckpointer(path: string, opts: CheckpointerOptions): Chec
       hold = h;
     },
     stop: async () => {
-      stopping = true;
+      ended = true;
       // Held by its exit from here on: an unreferenced thread's exit would not keep a process
       // whose only remaining work is this wait alive, and the process would end mid-close.
       worker.ref();
