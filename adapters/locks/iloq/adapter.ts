@@ -433,7 +433,9 @@ export class IloqLockSystem implements LockSystem {
     for (const key of keys) {
       results.push(
         await this.perKey(key, async () => {
-          const current = await this.keyAccesses(key.FNKey_ID, View.current);
+          // The last-programmed time limits bound the exposure; read beside the first read, as
+          // nothing lockstep writes changes them (see leave).
+          const [current, programmedLimits] = await Promise.all([this.keyAccesses(key.FNKey_ID, View.current), this.timeLimits(key.FNKey_ID, View.lastProgrammed)]);
           const present = new Set(current.map((sa) => lc(sa.SecurityAccess_ID)));
           let changed = false;
           const problems: string[] = [];
@@ -450,7 +452,7 @@ export class IloqLockSystem implements LockSystem {
             changed = true;
           }
           const res = await this.finish(key.FNKey_ID, changed, problems, () => this.pending(key.FNKey_ID, current, unwanted));
-          return this.withExposure(key, res, clock);
+          return withExposure(key, res, programmedLimits, clock);
         }),
       );
     }
@@ -463,8 +465,8 @@ export class IloqLockSystem implements LockSystem {
     const clock = await this.lockGroupClock();
     const now = new Date();
     const nowLocal = clock.format(now);
-    await this.setEmploymentEnd(person, clock, now);
-    const keys = await this.keysOf(person.Person_ID);
+    // Independent of each other: one round trip less before the keys are changed.
+    const [, keys] = await Promise.all([this.setEmploymentEnd(person, clock, now), this.keysOf(person.Person_ID)]);
     const results: KeyResult[] = [];
     for (const key of keys) {
       results.push(
@@ -474,7 +476,15 @@ export class IloqLockSystem implements LockSystem {
             const deleted = await this.deleteIfNeverProgrammed(key);
             if (deleted) return deleted;
           }
-          const [current, limits] = await Promise.all([this.keyAccesses(kid, View.current), this.timeLimits(kid, View.current)]);
+          // All three reads at once: the last-programmed view changes only when the key is
+          // programmed, never by the writes below, so reading it now instead of after them
+          // saves a sequential round trip per key (with iLOQ answering in ~80 ms, a leaver's
+          // keys are closed that much sooner).
+          const [current, limits, programmedLimits] = await Promise.all([
+            this.keyAccesses(kid, View.current),
+            this.timeLimits(kid, View.current),
+            this.timeLimits(kid, View.lastProgrammed),
+          ]);
           const existingEnd = clock.normalise(endSlot(limits)?.LimitDateLg);
           const endInPast = existingEnd !== undefined && existingEnd <= nowLocal;
           let changed = false;
@@ -493,16 +503,14 @@ export class IloqLockSystem implements LockSystem {
             await this.client.put('/api/v2/Keys', { Key: { ...key, ExpireDate: now.toISOString() } });
             changed = true;
           }
-          const res = await this.withExposure(
+          const res = withExposure(
             key,
             await this.finish(kid, changed, [], async () => {
-              const [programmed, programmedLimits] = await Promise.all([
-                this.keyAccesses(kid, View.lastProgrammed),
-                this.timeLimits(kid, View.lastProgrammed),
-              ]);
+              const programmed = await this.keyAccesses(kid, View.lastProgrammed);
               const programmedEnd = clock.normalise(endSlot(programmedLimits)?.LimitDateLg);
               return programmed.some(isApi) || programmedEnd === undefined || programmedEnd > nowLocal;
             }),
+            programmedLimits,
             clock,
           );
           return this.dispose(key, person, res);
@@ -608,13 +616,6 @@ export class IloqLockSystem implements LockSystem {
       // Nothing was written and nothing in scope waits for programming: already on the key.
       ...(problems.length ? {} : { effective: !changed && !ordered.ordered && !ordered.reason }),
     };
-  }
-
-  /** Adds `exposureUntil` to a revocation that has not reached the key yet, when the key bounds it. */
-  private async withExposure(key: Key, res: KeyResult, clock: LockGroupClock): Promise<KeyResult> {
-    if (res.effective === true) return res;
-    const bound = physicalBound(key, await this.timeLimits(key.FNKey_ID, View.lastProgrammed), clock, new Date());
-    return bound ? { ...res, exposureUntil: bound.toISOString() } : res;
   }
 
   /**
@@ -902,6 +903,13 @@ function withEndSlot(slots: KeyTimeLimitSlot[] | null, endDate: string | undefin
  * end date, and for phone keys now + OfflineExpirationSeconds (the phone key stops working after
  * that long without reaching the server). Undefined: unbounded.
  */
+/** Adds `exposureUntil` to a revocation that has not reached the key yet, when the key bounds it. */
+function withExposure(key: Key, res: KeyResult, programmedLimits: GetTimeLimitsResult, clock: LockGroupClock): KeyResult {
+  if (res.effective === true) return res;
+  const bound = physicalBound(key, programmedLimits, clock, new Date());
+  return bound ? { ...res, exposureUntil: bound.toISOString() } : res;
+}
+
 function physicalBound(key: Key, programmedLimits: GetTimeLimitsResult, clock: LockGroupClock, now: Date): Date | undefined {
   const bounds: number[] = [];
   const end = clock.normalise(endSlot(programmedLimits)?.LimitDateLg);
