@@ -435,7 +435,10 @@ export class IloqLockSystem implements LockSystem {
         await this.perKey(key, async () => {
           // The last-programmed time limits bound the exposure; read beside the first read, as
           // nothing lockstep writes changes them (see leave).
-          const [current, programmedLimits] = await Promise.all([this.keyAccesses(key.FNKey_ID, View.current), this.timeLimits(key.FNKey_ID, View.lastProgrammed)]);
+          const [current, programmedLimits] = await Promise.all([
+            this.keyAccesses(key.FNKey_ID, View.current),
+            this.timeLimits(key.FNKey_ID, View.lastProgrammed),
+          ]);
           const present = new Set(current.map((sa) => lc(sa.SecurityAccess_ID)));
           let changed = false;
           const problems: string[] = [];
@@ -898,11 +901,6 @@ function withEndSlot(slots: KeyTimeLimitSlot[] | null, endDate: string | undefin
   return endDate === undefined ? rest : [...rest, { SlotNo: 1, LimitDateLg: endDate, TimeLimitData: [] }];
 }
 
-/**
- * Latest moment the physical key can open a door if never programmed again: its last-programmed
- * end date, and for phone keys now + OfflineExpirationSeconds (the phone key stops working after
- * that long without reaching the server). Undefined: unbounded.
- */
 /** Adds `exposureUntil` to a revocation that has not reached the key yet, when the key bounds it. */
 function withExposure(key: Key, res: KeyResult, programmedLimits: GetTimeLimitsResult, clock: LockGroupClock): KeyResult {
   if (res.effective === true) return res;
@@ -910,6 +908,11 @@ function withExposure(key: Key, res: KeyResult, programmedLimits: GetTimeLimitsR
   return bound ? { ...res, exposureUntil: bound.toISOString() } : res;
 }
 
+/**
+ * Latest moment the physical key can open a door if never programmed again: its last-programmed
+ * end date, and for phone keys now + OfflineExpirationSeconds (the phone key stops working after
+ * that long without reaching the server). Undefined: unbounded.
+ */
 function physicalBound(key: Key, programmedLimits: GetTimeLimitsResult, clock: LockGroupClock, now: Date): Date | undefined {
   const bounds: number[] = [];
   const end = clock.normalise(endSlot(programmedLimits)?.LimitDateLg);
