@@ -332,9 +332,10 @@ export class CliqLockSystem implements LockSystem {
    * person is deactivated. Keys first, so a failure leaves the person active and visible.
    */
   private async leave(req: ApplyRequest): Promise<ApplyResult> {
-    const person = await this.client.findPerson(req.person.externalId);
+    // Both by the external id: one round trip for the two reads.
+    const [person, found] = await Promise.all([this.client.findPerson(req.person.externalId), this.client.keysOf(req.person.externalId)]);
     if (!person) return { outcome: 'absent', keys: [] };
-    const keys = (await this.client.keysOf(req.person.externalId)) ?? [];
+    const keys = found ?? [];
     const pending = new PendingKinds(this.client);
     const results: KeyResult[] = [];
     for (const key of keys) {
