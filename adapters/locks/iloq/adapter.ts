@@ -410,9 +410,12 @@ export class IloqLockSystem implements LockSystem {
     for (const key of keys) {
       results.push(
         await this.perKey(key, async () => {
-          const current = await this.keyAccesses(key.FNKey_ID, View.current);
-          let changed = false;
-          if (endDate !== undefined) changed = (await this.ensureEndDate(key, current, clock, endDate)) || changed;
+          // With an end date to keep, the key's time limits are read beside its accesses.
+          const [current, limits] = await Promise.all([
+            this.keyAccesses(key.FNKey_ID, View.current),
+            endDate !== undefined ? this.timeLimits(key.FNKey_ID, View.current) : undefined,
+          ]);
+          const changed = limits ? await this.ensureEndDate(key, current, limits, clock, endDate) : false;
           const added = await this.addMissing(key.FNKey_ID, current, wanted);
           return this.finish(key.FNKey_ID, changed || added.changed, added.problems, () =>
             this.pending(key.FNKey_ID, current, wanted, endDate !== undefined ? clock : undefined),
@@ -537,8 +540,8 @@ export class IloqLockSystem implements LockSystem {
       results.push(
         await this.perKey(key, async () => {
           const kid = key.FNKey_ID;
-          const current = await this.keyAccesses(kid, View.current);
-          let changed = await this.ensureEndDate(key, current, clock, endDate);
+          const [current, limits] = await Promise.all([this.keyAccesses(kid, View.current), this.timeLimits(kid, View.current)]);
+          let changed = await this.ensureEndDate(key, current, limits, clock, endDate);
           const wantedExpire = term ? new Date(term).toISOString() : null;
           const currentExpire = key.ExpireDate ? Date.parse(key.ExpireDate) : null;
           if (currentExpire !== (wantedExpire === null ? null : Date.parse(wantedExpire))) {
@@ -589,8 +592,7 @@ export class IloqLockSystem implements LockSystem {
   }
 
   /** Makes slot 1 (end date) equal `endDate` (absent when undefined); true when it wrote. */
-  private async ensureEndDate(key: Key, current: SecurityAccess[], clock: LockGroupClock, endDate: string | undefined): Promise<boolean> {
-    const limits = await this.timeLimits(key.FNKey_ID, View.current);
+  private async ensureEndDate(key: Key, current: SecurityAccess[], limits: GetTimeLimitsResult, clock: LockGroupClock, endDate: string | undefined): Promise<boolean> {
     if (clock.normalise(endSlot(limits)?.LimitDateLg) === endDate) return false;
     await this.replaceKeyAccesses(key.FNKey_ID, {
       SecurityAccessIds: current.map((sa) => sa.SecurityAccess_ID),
