@@ -437,7 +437,8 @@ export class IloqLockSystem implements LockSystem {
       results.push(
         await this.perKey(key, async () => {
           // The last-programmed time limits bound the exposure; read beside the first read, as
-          // nothing lockstep writes changes them (see leave).
+          // nothing lockstep writes changes them (see leave): one round trip less per key that
+          // changes, one call more per key that needed nothing.
           const [current, programmedLimits] = await Promise.all([
             this.keyAccesses(key.FNKey_ID, View.current),
             this.timeLimits(key.FNKey_ID, View.lastProgrammed),
