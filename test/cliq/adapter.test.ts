@@ -4,6 +4,7 @@ import { CliqLockSystem } from '../../adapters/locks/cliq/adapter.ts';
 import { keyHorizon, knownOnKey } from '../../adapters/locks/cliq/horizon.ts';
 import type { CliqKey } from '../../adapters/locks/cliq/client.ts';
 import { TOKEN, clientTls, configFor, mtlsServer, op, rig, type Rig } from './helpers.ts';
+import { roundTrips } from '../helpers/round-trips.ts';
 
 let r: Rig | undefined;
 afterEach(async () => {
@@ -193,6 +194,21 @@ describe('CLIQ adapter: leave and reinstate', () => {
     const again = await r.lock.apply(op('leave', 'emp-8', ['Main entrance']));
     expect(again.keys.find((k) => k.keyId === dyn.serial)).toMatchObject({ change: 'unchanged', effective: true });
     expect(again.keys.find((k) => k.keyId === dyn.serial)!.exposureUntil).toBeUndefined();
+  });
+
+  it('reads the person and the key list in one round trip', async () => {
+    r = await rig();
+    r.sim.seedPerson({ externalId: 'emp-12' });
+    r.sim.seedKey({ holder: 'emp-12', access: ['Main entrance'] });
+    await r.lock.catalogue();
+    r.sim.setFaults({ latencyMs: 120 });
+    r.sim.clearRequestLog();
+    await r.lock.apply(op('leave', 'emp-12', ['Main entrance']));
+    r.sim.setFaults({ latencyMs: 0 });
+    const [first] = roundTrips(r.sim.requests, 120);
+    expect(first).toHaveLength(2);
+    expect(first!.some((c) => c.includes('/persons/'))).toBe(true);
+    expect(first!.some((c) => c.includes('/keys'))).toBe(true);
   });
 
   it('exposure is unknown while a revalidation change is itself still pending', async () => {

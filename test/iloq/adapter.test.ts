@@ -3,6 +3,7 @@ import { LockSystemError } from '../../src/ports/lock-system.ts';
 import { SimProgrammingState } from '../../adapters/locks/iloq/sim-state.ts';
 import { IloqLockSystem } from '../../adapters/locks/iloq/adapter.ts';
 import { configFor, op, rig, type Rig } from './helpers.ts';
+import { roundTrips } from '../helpers/round-trips.ts';
 
 let r: Rig | undefined;
 afterEach(async () => {
@@ -306,6 +307,65 @@ describe('iLOQ adapter: leave and reinstate', () => {
     expect(r.sim.getKeyAccessNames(keyId)).toEqual(['Main entrance']);
     expect(r.sim.state.findPersonByExternalId('emp-32')!.EmploymentEndDate).toBeNull();
     expect((await r.lock.readPerson('emp-32'))!.keys[0]!.validUntil).toBeUndefined();
+  });
+});
+
+describe('iLOQ adapter: round trips', () => {
+  const LATENCY_MS = 120;
+  /** The round trips of one apply, with every call answered after LATENCY_MS (session and catalogue already loaded). */
+  async function tripsOf(req: ReturnType<typeof op>): Promise<string[][]> {
+    await r!.lock.catalogue();
+    await r!.lock.readPerson(req.person.externalId);
+    r!.sim.setFaults({ latencyMs: LATENCY_MS });
+    r!.sim.clearRequestLog();
+    await r!.lock.apply(req);
+    r!.sim.setFaults({ latencyMs: 0 });
+    return roundTrips(r!.sim.requests, LATENCY_MS);
+  }
+  const has = (trip: string[], pattern: RegExp) => trip.some((c) => pattern.test(c));
+
+  it('a leaver with one key: 10 calls in 7 round trips, the independent reads together', async () => {
+    r = await rig();
+    r.sim.addPerson({ ExternalPersonId: 'emp-60' });
+    r.sim.addKey({ person: 'emp-60', access: ['Main entrance'] });
+    const trips = await tripsOf(op('leave', 'emp-60', ['Main entrance']));
+    expect(trips.flat()).toHaveLength(10);
+    expect(trips).toHaveLength(7);
+    // The employment end is written while the key list is read.
+    expect(trips[1]!.sort()).toEqual([expect.stringMatching(/^GET .*\/Persons\/[^/]+\/Keys$/), expect.stringMatching(/^PUT .*\/Persons$/)]);
+    // Current accesses, current and last-programmed time limits: one round trip.
+    expect(trips[2]).toHaveLength(3);
+    expect(has(trips[2]!, /GET .*\/SecurityAccesses\?mode=1$/)).toBe(true);
+    expect(has(trips[2]!, /GET .*\/TimeLimitTitles\?mode=1$/)).toBe(true);
+    expect(has(trips[2]!, /GET .*\/TimeLimitTitles\?mode=2$/)).toBe(true);
+  });
+
+  it('revoke reads the exposure bound beside the key accesses', async () => {
+    r = await rig();
+    await r.lock.apply(op('grant', 'emp-61', ['Main entrance', 'Control room']));
+    const revoke = await tripsOf(op('revoke', 'emp-61', ['Control room']));
+    const first = revoke.find((t) => has(t, /SecurityAccesses\?mode=1$/))!;
+    expect(first).toHaveLength(2);
+    expect(has(first, /GET .*\/TimeLimitTitles\?mode=2$/)).toBe(true);
+  });
+
+  it('a grant with an end date reads the key time limits beside its accesses', async () => {
+    r = await rig();
+    await r.lock.apply(op('grant', 'emp-62', ['Main entrance']));
+    const grant = await tripsOf(op('grant', 'emp-62', ['Control room'], { terminationDate: '2031-06-30T21:00:00Z' }));
+    const reads = grant.find((t) => has(t, /SecurityAccesses\?mode=1$/))!;
+    expect(reads).toHaveLength(2);
+    expect(has(reads, /GET .*\/TimeLimitTitles\?mode=1$/)).toBe(true);
+  });
+
+  it('reinstate reads the key time limits beside its accesses', async () => {
+    r = await rig();
+    await r.lock.apply(op('grant', 'emp-63', ['Main entrance']));
+    await r.lock.apply(op('leave', 'emp-63', ['Main entrance']));
+    const trips = await tripsOf(op('reinstate', 'emp-63', ['Main entrance']));
+    const reads = trips.find((t) => has(t, /SecurityAccesses\?mode=1$/))!;
+    expect(reads).toHaveLength(2);
+    expect(has(reads, /GET .*\/TimeLimitTitles\?mode=1$/)).toBe(true);
   });
 });
 
