@@ -418,7 +418,7 @@ export class IloqLockSystem implements LockSystem {
           const changed = limits ? await this.ensureEndDate(key, current, limits, clock, endDate) : false;
           const added = await this.addMissing(key.FNKey_ID, current, wanted);
           return this.finish(key.FNKey_ID, changed || added.changed, added.problems, () =>
-            this.pending(key.FNKey_ID, current, wanted, endDate !== undefined ? clock : undefined),
+            this.pending(key.FNKey_ID, current, wanted, limits ? { clock, limits } : undefined),
           );
         }),
       );
@@ -550,7 +550,7 @@ export class IloqLockSystem implements LockSystem {
             changed = true;
           }
           const added = await this.addMissing(kid, current, wanted);
-          return this.finish(kid, changed || added.changed, added.problems, () => this.pending(kid, current, wanted, clock));
+          return this.finish(kid, changed || added.changed, added.problems, () => this.pending(kid, current, wanted, { clock, limits }));
         }),
       );
     }
@@ -680,17 +680,18 @@ export class IloqLockSystem implements LockSystem {
     return { ordered: false, reason: `programming not ordered: ${describeCode(canOrderText, can, 'CanOrder')}` };
   }
 
-  /** True when the accesses in scope (and, with a clock, the end date) differ between current and last programmed. */
-  private async pending(keyId: string, current: SecurityAccess[], scope: SecurityAccess[], clock?: LockGroupClock): Promise<boolean> {
-    if (scope.length === 0 && !clock) return false;
-    const [programmed, limits] = await Promise.all([
-      this.keyAccesses(keyId, View.lastProgrammed),
-      clock ? Promise.all([this.timeLimits(keyId, View.current), this.timeLimits(keyId, View.lastProgrammed)]) : undefined,
-    ]);
+  /**
+   * True when the accesses in scope (and, with `end`, the end date) differ between current and last
+   * programmed. Asked only when nothing was written, so `current` and `end.limits` (the current
+   * time limits) are still the key's current state.
+   */
+  private async pending(keyId: string, current: SecurityAccess[], scope: SecurityAccess[], end?: { clock: LockGroupClock; limits: GetTimeLimitsResult }): Promise<boolean> {
+    if (scope.length === 0 && !end) return false;
+    const [programmed, programmedLimits] = await Promise.all([this.keyAccesses(keyId, View.lastProgrammed), end ? this.timeLimits(keyId, View.lastProgrammed) : undefined]);
     const cur = new Set(current.map((sa) => lc(sa.SecurityAccess_ID)));
     const prog = new Set(programmed.map((sa) => lc(sa.SecurityAccess_ID)));
     if (scope.some((sa) => cur.has(lc(sa.SecurityAccess_ID)) !== prog.has(lc(sa.SecurityAccess_ID)))) return true;
-    if (clock && limits) return clock.normalise(endSlot(limits[0])?.LimitDateLg) !== clock.normalise(endSlot(limits[1])?.LimitDateLg);
+    if (end && programmedLimits) return end.clock.normalise(endSlot(end.limits)?.LimitDateLg) !== end.clock.normalise(endSlot(programmedLimits)?.LimitDateLg);
     return false;
   }
 
